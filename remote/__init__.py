@@ -1,0 +1,1 @@
+"""image-to-3d: everything that runs next to the GPU."""

@@ -1,0 +1,170 @@
+"""Image -> GLB: the one pipeline behind the CLI, the HTTP service and Modal.
+
+It strings the parts together (decode, background removal, TripoSR, mesh extraction, colour query,
+GLB) and times each stage, so every caller reports the same numbers and the same errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import PIL.Image
+import torch
+
+from remote.errors import GpuOutOfMemoryError, InvalidOptionError
+from remote.extraction import extract_mesh
+from remote.glb import mesh_to_glb
+from remote.preprocess import BackgroundRemover, load_image, prepare_image
+from remote.triposr.model import TripoSR
+from remote.triposr.weights import load_model, resolve_device
+
+REMOVE_BACKGROUND_MODES = ("auto", "always", "never")
+STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What an artist may tune per request; defaults are upstream TripoSR's."""
+
+    resolution: int = 256
+    threshold: float = 25.0
+    foreground_ratio: float = 0.85
+    remove_background: str = "auto"
+    target_faces: int | None = None
+
+    def validate(self) -> "GenerateOptions":
+        """Raise InvalidOptionError naming the option and its allowed range."""
+        if not 32 <= self.resolution <= 512:
+            raise InvalidOptionError(f"resolution must be between 32 and 512 (got {self.resolution}).")
+        if not (np.isfinite(self.threshold) and self.threshold > 0):
+            raise InvalidOptionError(f"threshold must be a positive number (got {self.threshold}).")
+        if not 0.5 <= self.foreground_ratio <= 1.0:
+            raise InvalidOptionError(
+                f"foreground_ratio must be between 0.5 and 1.0 (got {self.foreground_ratio})."
+            )
+        if self.remove_background not in REMOVE_BACKGROUND_MODES:
+            raise InvalidOptionError(
+                f"remove_background must be one of auto, always, never (got {self.remove_background!r})."
+            )
+        if self.target_faces is not None and not 100 <= self.target_faces <= 10_000_000:
+            raise InvalidOptionError(
+                f"target_faces must be between 100 and 10000000, or left out (got {self.target_faces})."
+            )
+        return self
+
+
+@dataclass
+class GenerateResult:
+    """The GLB and what the caller reports about it."""
+
+    glb: bytes
+    vertex_count: int
+    face_count: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """A loaded model plus one background-removal session, reused across requests."""
+
+    def __init__(
+        self,
+        model: TripoSR,
+        device: torch.device,
+        remover: BackgroundRemover,
+        *,
+        model_source: str = "",
+        revision: str | None = None,
+        max_pixels: int | None = 40_000_000,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.remover = remover
+        self.max_pixels = max_pixels
+        self.info = {"model": model_source, "revision": revision, "device": device.type}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = "stabilityai/TripoSR",
+        device: str | None = None,
+        rembg_model_path: str | Path | None = None,
+        max_pixels: int | None = 40_000_000,
+    ) -> "Pipeline":
+        """Load the model once onto `device` (CUDA when present) and prepare background removal."""
+        torch_device = resolve_device(device)
+        triposr = load_model(str(model), device=torch_device)
+        return cls(
+            triposr,
+            torch_device,
+            BackgroundRemover(rembg_model_path),
+            model_source=str(model),
+            revision=getattr(triposr, "revision", None),
+            max_pixels=max_pixels,
+        )
+
+    def generate(
+        self, image: bytes | str | Path | PIL.Image.Image, options: GenerateOptions | None = None
+    ) -> GenerateResult:
+        """Turn one image into GLB bytes; one job at a time on the device."""
+        options = (options or GenerateOptions()).validate()
+        timings: dict[str, float] = {}
+        with self._stage(timings, "decode"):
+            picture = image if isinstance(image, PIL.Image.Image) else load_image(image, self.max_pixels)
+        with self._lock:
+            return self._generate_locked(picture, options, timings)
+
+    def _generate_locked(
+        self, picture: PIL.Image.Image, options: GenerateOptions, timings: dict[str, float]
+    ) -> GenerateResult:
+        with self._stage(timings, "preprocess"):
+            prepared = prepare_image(
+                picture,
+                remove_background=options.remove_background,
+                foreground_ratio=options.foreground_ratio,
+                remover=self.remover,
+            )
+        try:
+            with torch.inference_mode():
+                with self._stage(timings, "model"):
+                    images = torch.from_numpy(prepared).to(self.device)[None]
+                    scene_code = self.model(images)[0]
+                mesh = extract_mesh(
+                    self.model.field(scene_code),
+                    resolution=options.resolution,
+                    threshold=options.threshold,
+                    target_faces=options.target_faces,
+                    timings=timings,
+                    sync=self._sync,
+                )
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            raise GpuOutOfMemoryError(
+                f"The GPU ran out of memory at resolution {options.resolution}; "
+                "lower the resolution (for example 192 or 128) and try again."
+            ) from error
+        with self._stage(timings, "glb"):
+            glb = mesh_to_glb(mesh)
+        return GenerateResult(
+            glb=glb, vertex_count=len(mesh.vertices), face_count=len(mesh.faces), timings=timings
+        )
+
+    def _sync(self) -> None:
+        """Wait for queued GPU work so stage timings measure the stage, not the launch."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def _stage(self, timings: dict[str, float], name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,9 @@ def _publish(server: FileServer, name: str, content: bytes, algorithm: str = "sh
                       size=len(content))
 
 
-def test_prepare_weights_downloads_and_verifies_sha256_and_md5(file_server: FileServer, tmp_path: Path) -> None:
+def test_prepare_weights_downloads_and_verifies_sha256_and_md5(
+    file_server: FileServer, tmp_path: Path
+) -> None:
     checkpoint = _publish(file_server, "model.ckpt", b"weights" * 50_000, "sha256")
     onnx = _publish(file_server, "u2net.onnx", b"onnx-bytes" * 1000, "md5")
     folder = tmp_path / "weights"
@@ -112,7 +115,9 @@ def test_a_corrupt_local_copy_is_replaced(file_server: FileServer, tmp_path: Pat
     assert len(file_server.requests) == 1
 
 
-def test_a_digest_mismatch_is_refused_and_leaves_nothing_behind(file_server: FileServer, tmp_path: Path) -> None:
+def test_a_digest_mismatch_is_refused_and_leaves_nothing_behind(
+    file_server: FileServer, tmp_path: Path
+) -> None:
     published = _publish(file_server, "model.ckpt", b"tampered" * 100)
     pinned = PinnedFile(published.name, published.url, "sha256", "0" * 64)
     folder = tmp_path / "weights"
@@ -143,3 +148,243 @@ def test_missing_upstream_file_is_a_clear_error(file_server: FileServer, tmp_pat
         fetch_pinned(pinned, tmp_path / "weights")
 
     assert not list((tmp_path / "weights").rglob("*"))
+
+
+# --- the Modal definitions ------------------------------------------------------------------------
+#
+# Modal 1.6 keeps a definition's settings inside closures until it talks to its servers, and its
+# listing properties (`App.registered_*`) are deprecated. The helpers below are the only places that
+# reach into those private parts; if Modal renames them, these tests fail loudly (KeyError or
+# AttributeError) rather than pass without checking.
+
+import remote.modal_app as modal_app  # noqa: E402  (kept next to the tests that need it)
+
+
+def _raw(obj: object) -> Any:
+    """The implementation object behind one of Modal's synchronous wrappers."""
+    from modal._utils.async_utils import synchronizer
+
+    return synchronizer._translate_in(obj)
+
+
+def _closure(function: Any) -> dict[str, Any]:
+    code = function.__code__
+    cells = function.__closure__ or ()
+    return dict(zip(code.co_freevars, (cell.cell_contents for cell in cells)))
+
+
+def _service_definition() -> dict[str, Any]:
+    """The keyword values `@app.cls` and `@modal.concurrent` gave the class's service function."""
+    function = _raw(modal_app.Service)._class_service_function
+    return _closure(function._load)
+
+
+def _image_layers(image: object) -> list[dict[str, Any]]:
+    """The image's layers from the base up: Dockerfile commands of built layers, or a mount."""
+    layers: list[dict[str, Any]] = []
+    current: Any = _raw(image)
+    while current is not None:
+        scope = _closure(current._load)
+        if "mount" in scope:  # add_local_* without copy: files added when a container starts
+            layers.append({"mount": scope["mount"]})
+            current = scope["base_image"]
+        elif "split_image" in scope:  # from_registry(add_python=...): follow the current builder's form
+            current = scope["split_image"]
+        else:
+            dockerfile = scope["dockerfile_function"]("2025.06")
+            context = scope["context_mount_function"]
+            copied = _mount_files(context("2025.06")) if context else []
+            layers.append({"commands": dockerfile.commands, "copied": copied})
+            current = next(iter(scope["base_images"].values()), None)
+    return layers[::-1]
+
+
+def _mount_files(mount: object) -> list[str]:
+    """Container paths of a mount's local files (empty for a mount Modal provides by name)."""
+    entries = getattr(_raw(mount), "_entries", None) or []
+    return sorted(str(remote) for entry in entries for _, remote in entry.get_files_to_upload())
+
+
+def _commands() -> list[str]:
+    return [command for layer in _image_layers(modal_app.image) for command in layer.get("commands", [])]
+
+
+def _documented_settings() -> dict[str, str]:
+    """The `| \\`setting\\` or name | \\`value\\` | why |` rows of docs/deploy.md's Settings table."""
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[1].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_the_app_has_one_gpu_class_with_the_documented_settings() -> None:
+    documented = _documented_settings()
+    definition = _service_definition()
+
+    assert definition["gpu"] == documented["gpu"] == "A10G"
+    assert definition["timeout"] == int(documented["timeout"])
+    assert definition["startup_timeout"] == int(documented["startup_timeout"])
+    assert definition["scaledown_window"] == int(documented["scaledown_window"])
+    assert definition["max_concurrent_inputs"] == int(documented["max_inputs"]) > 1
+    assert definition["cpu"] == float(documented["cpu"])
+    assert definition["memory"] == int(documented["memory"])
+    assert modal_app.app.name == "image-to-3d"
+
+
+def test_the_token_comes_from_the_documented_secret() -> None:
+    documented = _documented_settings()
+    secrets = _service_definition()["secrets"]
+
+    assert isinstance(secrets, list) and len(secrets) == 1
+    scope = _closure(_raw(secrets[0])._load)
+    assert scope["name"] == documented["secret"] == modal_app.SECRET_NAME
+    assert scope["required_keys"] == ["IMAGE_TO_3D_TOKEN"]
+
+
+def test_weights_are_in_the_image_not_a_volume() -> None:
+    documented = _documented_settings()
+    function = _raw(modal_app.Service)._class_service_function
+
+    assert documented["volume"] == "none"
+    assert function._spec.volumes == {}
+    assert documented["weights folder"] == modal_app.WEIGHTS_DIR
+    download = f"python -m remote.weights_cache {modal_app.WEIGHTS_DIR}"
+    assert f"RUN PYTHONPATH={modal_app.BUILD_SRC_DIR} {download}" in _commands()
+
+
+def test_the_container_paths_are_where_weights_cache_puts_the_files() -> None:
+    from remote.weights_cache import PINNED_FILES
+
+    written = {f"{modal_app.WEIGHTS_DIR}/{pinned.name}" for pinned in PINNED_FILES}
+
+    model_files = {f"{modal_app.MODEL_DIR}/config.yaml", f"{modal_app.MODEL_DIR}/model.ckpt"}
+    assert model_files | {modal_app.U2NET_PATH} == written
+    assert f"ENV U2NET_HOME={modal_app.WEIGHTS_DIR}" in _commands()  # rembg's own lookup finds the file too
+    assert "ENV HF_HUB_OFFLINE=1" in _commands()
+
+
+def test_the_weights_step_sees_only_the_modules_it_needs_and_the_package_comes_last() -> None:
+    layers = _image_layers(modal_app.image)
+    download = next(
+        i for i, layer in enumerate(layers)
+        if any("remote.weights_cache" in command for command in layer.get("commands", []))
+    )
+    copied_before = [path for layer in layers[:download] for path in layer.get("copied", [])]
+
+    assert sorted(copied_before) == [
+        f"{modal_app.BUILD_SRC_DIR}/remote/{name}"
+        for name in ("__init__.py", "errors.py", "weights_cache.py")
+    ]
+    assert "mount" in layers[-1] and all("mount" not in layer for layer in layers[:-1])
+
+
+def test_the_package_is_added_with_its_data_files() -> None:
+    files = set(_mount_files(_image_layers(modal_app.image)[-1]["mount"]))
+
+    assert "/root/remote/modal_app.py" in files
+    assert "/root/remote/weights_cache.py" in files
+    assert "/root/remote/triposr/full_state_dict_manifest.json" in files
+    assert not any("__pycache__" in path for path in files)
+
+
+def test_the_image_starts_from_a_cuda_devel_base_matching_torch() -> None:
+    import torch
+
+    first = _commands()[0]
+    documented = _documented_settings()
+
+    assert first == f"FROM {documented['base image']}"
+    assert first.startswith("FROM nvidia/cuda:") and "-devel-" in first
+    cuda_version = first.split(":", 1)[1].split("-", 1)[0]
+    assert torch.version.cuda is not None, "the locked torch wheel is a CUDA build"
+    assert cuda_version.split(".")[:2] == torch.version.cuda.split(".")[:2]
+    assert "RUN ln -s /usr/local/bin/python3 /usr/local/bin/python" in _commands()  # add_python's layer
+
+
+def test_the_image_installs_exactly_pyprojects_pins_with_onnxruntime_gpu() -> None:
+    import tomllib
+
+    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    install = next(c for c in _commands() if "uv pip install" in c and "torch==" in c)
+    installed = set(install.split("--compile-bytecode", 1)[1].split())
+
+    gpu_runtime = _documented_settings()["onnxruntime"]
+    assert gpu_runtime.startswith("onnxruntime-gpu==")
+    assert installed == {pin for pin in pins if not pin.startswith("onnxruntime==")} | {gpu_runtime}
+    assert not any(pin.startswith("onnxruntime==") for pin in installed)
+    copy_uv = next(c for c in _commands() if c.startswith("COPY --from=ghcr.io/astral-sh/uv"))
+    assert f"/uv:{modal_app.UV_VERSION} " in copy_uv
+
+
+def test_unpinned_dependencies_are_refused(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\ndependencies = ["torch==2.15.0", "numpy>=1.26"]\n')
+
+    with pytest.raises(ValueError, match="numpy>=1.26.*not pinned"):
+        modal_app.pinned_requirements(pyproject)
+
+
+def test_torchmcubes_is_built_from_a_pinned_commit_with_cuda_for_the_a10g() -> None:
+    commands = _commands()
+    build = next(c for c in commands if "torchmcubes.git@" in c)
+    commit = build.split("torchmcubes.git@", 1)[1].split("'", 1)[0]
+
+    assert len(commit) == 40 and all(ch in "0123456789abcdef" for ch in commit)
+    assert commit == _documented_settings()["torchmcubes"]
+    assert "--no-build-isolation" in build and "--no-deps" in build  # against the pinned torch, not a new one
+    assert "ENV TORCH_CUDA_ARCH_LIST=8.6" in commands and "ENV CUDAARCHS=86" in commands
+    assert commands.index("ENV TORCH_CUDA_ARCH_LIST=8.6") < commands.index(build)
+    check = commands[commands.index(build) + 1]
+    assert "mcubes_cuda" in check and "assert" in check  # the build fails if the CUDA kernels are missing
+    assert any(c.startswith("RUN apt-get install") and " git" in c for c in commands)
+
+
+def test_the_class_serves_the_asgi_app_and_a_method_for_modal_run() -> None:
+    from modal._partial_function import _PartialFunctionFlags
+
+    partials = _raw(modal_app.Service)._method_partials
+
+    assert "WEBHOOK_TYPE_ASGI_APP" in str(partials["web"].params.webhook_config)
+    assert partials["generate"].flags & _PartialFunctionFlags.CALLABLE_INTERFACE
+
+
+def test_memory_snapshot_splits_loading_into_cpu_before_and_gpu_after() -> None:
+    from modal._partial_function import _PartialFunctionFlags
+
+    documented = _documented_settings()
+    definition = _service_definition()
+    user_cls = _raw(modal_app.Service)._user_cls
+
+    assert definition["enable_memory_snapshot"] is True and documented["enable_memory_snapshot"] == "True"
+    assert "enable_gpu_snapshot" not in definition["experimental_options"]
+    assert documented["enable_gpu_snapshot"] == "False"
+    assert _raw(user_cls.__dict__["load_on_cpu"]).flags & _PartialFunctionFlags.ENTER_PRE_SNAPSHOT
+    assert _raw(user_cls.__dict__["start_on_gpu"]).flags & _PartialFunctionFlags.ENTER_POST_SNAPSHOT
+
+
+def test_modal_run_takes_input_and_output_paths() -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "modal", "run", "remote/modal_app.py", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    options = ("--input-path", "--output-path", "--resolution", "--remove-background [auto|always|never]")
+    for option in options:
+        assert option in completed.stdout
+
+
+def test_modal_run_refuses_a_missing_image_before_waking_a_gpu(tmp_path: Path) -> None:
+    entrypoint: Any = _raw(modal_app.main).info.raw_f
+
+    with pytest.raises(SystemExit, match="no such image file"):
+        entrypoint(str(tmp_path / "missing.png"), str(tmp_path / "out.glb"))
+    with pytest.raises(SystemExit, match=r"must end in \.glb"):
+        entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.obj"))

@@ -1,0 +1,211 @@
+"""Density field -> welded, outward-facing, vertex-coloured mesh.
+
+The field is sampled on upstream TripoSR's grid (`linspace(-radius, radius, resolution)` per axis,
+both ends included, first axis slowest), cut at `threshold` with marching cubes, welded, optionally
+decimated, and coloured once per final vertex.
+
+Two ways to fill the grid, giving the same surface:
+
+- "dense": every grid point, in chunks (upstream's way; the exact reference).
+- "band": a coarse grid first, then every fine point of the coarse cells that hold the surface or
+  come close to it (a band in log-density, dilated by one cell, so thin parts are kept); the rest of
+  the grid is filled by trilinear interpolation of the coarse grid, which stays on one side of the
+  threshold there. It evaluates a few percent of the points, so it is the default.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from remote.errors import InvalidOptionError, NoForegroundError
+from remote.marching_cubes import marching_cubes
+
+RESOLUTION_RANGE = (32, 512)
+METHODS = ("band", "dense")
+COARSE_STRIDE = 4  # fine voxels per coarse cell edge in the band method
+BAND_LOG_MARGIN = 2.0  # coarse corners within e^±2 of the threshold count as "near the surface"
+WELD_STEPS_PER_VOXEL = 1024  # positions closer than 1/1024 voxel are the same vertex
+
+
+class Field(Protocol):
+    """What extraction needs from a scene: densities and colours at points in model space."""
+
+    device: torch.device
+
+    def density(self, points: torch.Tensor) -> torch.Tensor: ...
+
+    def color(self, points: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class Mesh:
+    """Vertices in model space, faces counter-clockwise seen from outside, sRGB colours 0..1."""
+
+    vertices: np.ndarray  # float32 (V, 3)
+    faces: np.ndarray  # int32 (F, 3)
+    colors: np.ndarray  # float32 (V, 3)
+
+
+def extract_mesh(
+    field: Field,
+    *,
+    resolution: int = 256,
+    threshold: float = 25.0,
+    radius: float = 0.87,
+    target_faces: int | None = None,
+    method: str = "band",
+    chunk_points: int = 262_144,
+    timings: dict[str, float] | None = None,
+    sync: Callable[[], None] | None = None,
+) -> Mesh:
+    """Mesh the surface `density == threshold`; adds "extraction" and "color" seconds to `timings`."""
+    _validate(resolution, target_faces, method)
+    clock = _StageClock(timings, sync)
+    with clock("extraction"):
+        if method == "dense":
+            volume = dense_density(field, resolution, radius, chunk_points)
+        else:
+            volume = band_density(field, resolution, radius, threshold, chunk_points)
+        index_vertices, faces = marching_cubes(volume, threshold)
+        if len(faces) == 0:
+            raise NoForegroundError(
+                "The model found no object at this threshold; lower the threshold (for example 10) "
+                "or use an image with a clearer subject."
+            )
+        index_vertices, faces = weld(index_vertices, faces)
+        vertices = index_vertices * (2.0 * radius / (resolution - 1)) - radius
+        vertices_np = vertices.float().cpu().numpy()
+        faces_np = faces.cpu().numpy()
+        if target_faces is not None and len(faces_np) > target_faces:
+            vertices_np, faces_np = decimate(vertices_np, faces_np, target_faces)
+    with clock("color"):
+        points = torch.from_numpy(vertices_np).to(field.device)
+        colors = torch.cat(
+            [field.color(chunk).float() for chunk in points.split(chunk_points)]
+        ).clamp(0.0, 1.0)
+        colors_np = colors.cpu().numpy()
+    return Mesh(
+        vertices=np.ascontiguousarray(vertices_np, dtype=np.float32),
+        faces=np.ascontiguousarray(faces_np, dtype=np.int32),
+        colors=np.ascontiguousarray(colors_np, dtype=np.float32),
+    )
+
+
+def _validate(resolution: int, target_faces: int | None, method: str) -> None:
+    low, high = RESOLUTION_RANGE
+    if not low <= resolution <= high:
+        raise InvalidOptionError(f"resolution must be between {low} and {high} (got {resolution}).")
+    if target_faces is not None and target_faces < 4:
+        raise InvalidOptionError(f"target_faces must be at least 4 (got {target_faces}).")
+    if method not in METHODS:
+        raise InvalidOptionError(f"method must be one of {', '.join(METHODS)} (got {method!r}).")
+
+
+def grid_axis(resolution: int, radius: float, device: torch.device) -> torch.Tensor:
+    """Upstream's sample positions along one axis: both ends included."""
+    return torch.linspace(-radius, radius, resolution, device=device)
+
+
+def dense_density(field: Field, resolution: int, radius: float, chunk_points: int) -> torch.Tensor:
+    """Density at every grid point, `chunk_points` at a time so memory stays bounded."""
+    axis = grid_axis(resolution, radius, field.device)
+    total = resolution**3
+    volume = torch.empty(total, dtype=torch.float32, device=field.device)
+    for start in range(0, total, chunk_points):
+        flat = torch.arange(start, min(start + chunk_points, total), device=field.device)
+        volume[start : start + len(flat)] = field.density(_points_at(flat, axis, resolution)).float()
+    return volume.view(resolution, resolution, resolution)
+
+
+def band_density(
+    field: Field, resolution: int, radius: float, threshold: float, chunk_points: int
+) -> torch.Tensor:
+    """Grid densities exact near the surface, interpolated from a coarse grid elsewhere."""
+    device = field.device
+    coarse_size = math.ceil((resolution - 1) / COARSE_STRIDE) + 1
+    coarse = dense_density(field, coarse_size, radius, chunk_points)
+    volume = F.interpolate(
+        coarse[None, None], size=(resolution,) * 3, mode="trilinear", align_corners=True
+    )[0, 0]
+
+    # A coarse cell is active when its corners straddle the threshold or come near it.
+    log_density = coarse.clamp_min(1e-30).log() - math.log(threshold)
+    corner_max = F.max_pool3d(log_density[None, None], kernel_size=2, stride=1)[0, 0]
+    corner_min = -F.max_pool3d(-log_density[None, None], kernel_size=2, stride=1)[0, 0]
+    near = (corner_max > -BAND_LOG_MARGIN) & (corner_min < BAND_LOG_MARGIN)
+    active = F.max_pool3d(near[None, None].float(), kernel_size=3, stride=1, padding=1)[0, 0] > 0
+
+    # Every fine grid point belongs to the coarse cell below it (the last point to the last cell).
+    cells = coarse_size - 1
+    fine_to_cell = (
+        torch.arange(resolution, device=device, dtype=torch.float64) * cells / (resolution - 1)
+    ).floor().long().clamp_max(cells - 1)
+    mask = active[fine_to_cell][:, fine_to_cell][:, :, fine_to_cell]
+    flat = mask.flatten().nonzero().squeeze(1)
+    axis = grid_axis(resolution, radius, device)
+    volume = volume.flatten()
+    for chunk in flat.split(chunk_points):
+        volume[chunk] = field.density(_points_at(chunk, axis, resolution)).float()
+    return volume.view(resolution, resolution, resolution)
+
+
+def _points_at(flat: torch.Tensor, axis: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Model-space points of flat grid indices (first axis slowest)."""
+    i = flat // (resolution * resolution)
+    j = (flat // resolution) % resolution
+    k = flat % resolution
+    return torch.stack((axis[i], axis[j], axis[k]), dim=1)
+
+
+def weld(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge vertices at the same position, drop faces that collapse, drop unused vertices."""
+    steps = torch.round(vertices.double() * WELD_STEPS_PER_VOXEL).long()
+    span = int(steps.max().item()) + 1 if len(steps) else 1
+    keys = (steps[:, 0] * span + steps[:, 1]) * span + steps[:, 2]
+    unique_keys, inverse = torch.unique(keys, return_inverse=True)
+    merged = torch.zeros((len(unique_keys), 3), dtype=vertices.dtype, device=vertices.device)
+    merged.index_copy_(0, inverse, vertices)
+    faces = inverse[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    faces = faces[keep]
+    used, remap = torch.unique(faces, return_inverse=True)
+    return merged[used], remap.view(-1, 3)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric decimation to about `target_faces` (fast-simplification), before colours are queried."""
+    import fast_simplification
+
+    reduction = 1.0 - target_faces / len(faces)
+    points, triangles = fast_simplification.simplify(
+        vertices.astype(np.float32), faces.astype(np.int32), target_reduction=reduction
+    )
+    return points.astype(np.float32), triangles.astype(np.int32)
+
+
+class _StageClock:
+    """Adds wall time per stage to a timings dict, syncing the device first so times are honest."""
+
+    def __init__(self, timings: dict[str, float] | None, sync: Callable[[], None] | None) -> None:
+        self.timings = timings
+        self.sync = sync
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timings is not None:
+                if self.sync is not None:
+                    self.sync()
+                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start

@@ -1,0 +1,143 @@
+"""TripoSR: one image -> a triplane scene code -> density and colour anywhere in the unit cube.
+
+Built from a TripoSRConfig; parameter names are the published checkpoint's, so `load_state_dict`
+with `strict=True` accepts `stabilityai/TripoSR` unchanged. The computation follows
+`docs/triposr-facts.md` ("The computation, in order").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from remote.triposr.backbone import Transformer1D
+from remote.triposr.config import DecoderConfig, TripoSRConfig
+from remote.triposr.vit import ViTModel
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageTokenizer(nn.Module):
+    """Normalised pixels -> all ViT tokens (CLS included), `image_tokenizer.model.*` in the checkpoint."""
+
+    def __init__(self, config: TripoSRConfig) -> None:
+        super().__init__()
+        self.model = ViTModel(config.vit)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels - self.mean) / self.std)
+
+
+class TriplaneTokenizer(nn.Module):
+    """The learned triplane (3, C, P, P), flattened to 3*P*P tokens in plane-row-column order."""
+
+    def __init__(self, config: TripoSRConfig) -> None:
+        super().__init__()
+        size = config.plane_size
+        self.embeddings = nn.Parameter(torch.zeros(3, config.num_channels, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        planes, channels = self.embeddings.shape[:2]
+        tokens = self.embeddings.permute(1, 0, 2, 3).reshape(channels, -1)
+        return tokens.unsqueeze(0).expand(batch, -1, -1)
+
+    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, channels, _ = tokens.shape
+        size = self.embeddings.shape[-1]
+        return tokens.view(batch, channels, 3, size, size).permute(0, 2, 1, 3, 4)
+
+
+class TriplaneUpsampler(nn.Module):
+    """A 2x2 stride-2 transposed convolution applied to each plane."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+
+    def forward(self, planes: torch.Tensor) -> torch.Tensor:
+        batch, count = planes.shape[:2]
+        upsampled = self.upsample(planes.flatten(0, 1))
+        return upsampled.view(batch, count, *upsampled.shape[1:])
+
+
+class FieldDecoder(nn.Module):
+    """The NeRF MLP: Linear layers with SiLU between (odd indices hold the activations)."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        if config.activation != "silu":
+            raise ValueError(f"unsupported decoder activation {config.activation!r}; the checkpoint uses silu")
+        widths = [config.in_channels] + [config.n_neurons] * config.n_hidden_layers + [4]
+        layers: list[nn.Module] = []
+        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+            if index:
+                layers.append(nn.SiLU())
+            layers.append(nn.Linear(width_in, width_out))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+class TripoSR(nn.Module):
+    def __init__(self, config: TripoSRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.revision: str | None = None
+        self.image_tokenizer = ImageTokenizer(config)
+        self.tokenizer = TriplaneTokenizer(config)
+        self.backbone = Transformer1D(config.backbone)
+        self.post_processor = TriplaneUpsampler(config.num_channels, config.post_processor_out_channels)
+        self.decoder = FieldDecoder(config.decoder)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) in 0..1 -> (B, 3, S, S) at the conditioning size, as the model was trained."""
+        size = self.config.cond_image_size
+        pixels = images.permute(0, 3, 1, 2).float()
+        return F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, H, W, 3) float in 0..1 -> scene codes (B, 3, C, R, R)."""
+        pixels = self.preprocess(images)
+        dtype = self.tokenizer.embeddings.dtype
+        image_tokens = self.image_tokenizer(pixels.to(dtype))
+        tokens = self.backbone(self.tokenizer(images.shape[0]), image_tokens)
+        return self.post_processor(self.tokenizer.detokenize(tokens))
+
+    def query_field(self, scene_code: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points (N, 3) in model space -> density (N,) after exp, colour (N, 3) sRGB in 0..1 (float32)."""
+        radius = self.config.renderer.radius
+        coords = (points / radius).to(scene_code.dtype)
+        # plane 0 samples (x, y), plane 1 (x, z), plane 2 (y, z); grid_sample's first coordinate is width.
+        grids = torch.stack((coords[:, [0, 1]], coords[:, [0, 2]], coords[:, [1, 2]]))[:, None]
+        sampled = F.grid_sample(scene_code, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+        features = sampled[:, :, 0].permute(2, 0, 1).reshape(points.shape[0], -1)
+        decoder_dtype = self.decoder.layers[0].weight.dtype
+        out = self.decoder(features.to(decoder_dtype)).float()
+        density = torch.exp(out[:, 0] + self.config.renderer.density_bias)
+        return density, torch.sigmoid(out[:, 1:4])
+
+    def field(self, scene_code: torch.Tensor) -> "SceneField":
+        return SceneField(self, scene_code)
+
+
+class SceneField:
+    """One scene code, seen as the Field that mesh extraction queries."""
+
+    def __init__(self, model: TripoSR, scene_code: torch.Tensor) -> None:
+        self.model = model
+        self.scene_code = scene_code
+        self.device = scene_code.device
+
+    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.query_field(self.scene_code, points)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self.query(points)[0]
+
+    def color(self, points: torch.Tensor) -> torch.Tensor:
+        return self.query(points)[1]

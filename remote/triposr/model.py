@@ -25,11 +25,12 @@ class ImageTokenizer(nn.Module):
     def __init__(self, config: TripoSRConfig) -> None:
         super().__init__()
         self.model = ViTModel(config.vit)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model((pixels - self.mean) / self.std)
+        mean = torch.tensor(IMAGENET_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+        dtype = self.model.embeddings.cls_token.dtype
+        return self.model(((pixels - mean) / std).to(dtype))
 
 
 class TriplaneTokenizer(nn.Module):
@@ -104,7 +105,7 @@ class TripoSR(nn.Module):
         """Images (B, H, W, 3) float in 0..1 -> scene codes (B, 3, C, R, R)."""
         pixels = self.preprocess(images)
         dtype = self.tokenizer.embeddings.dtype
-        image_tokens = self.image_tokenizer(pixels.to(dtype))
+        image_tokens = self.image_tokenizer(pixels).to(dtype)
         tokens = self.backbone(self.tokenizer(images.shape[0]), image_tokens)
         return self.post_processor(self.tokenizer.detokenize(tokens))
 

@@ -47,7 +47,9 @@ def load_image(source: bytes | str | Path, max_pixels: int | None = 40_000_000) 
     except (ImageTooLargeError, InvalidImageError):
         raise
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(f"The image is too large to decode safely ({error}); send a smaller image.") from error
+        raise ImageTooLargeError(
+            f"The image is too large to decode safely ({error}); scale it down and retry."
+        ) from error
     except PIL.UnidentifiedImageError as error:
         raise InvalidImageError(
             "This is not a PNG, JPEG or WebP image (or the file is damaged); send one of those formats."

@@ -23,6 +23,11 @@ except ImportError:  # pragma: no cover - depends on the machine
     _torchmcubes = None
 
 
+SLAB_BUDGET_BYTES = 512 * 2**20
+# torchmcubes' own winding, after our axis reorder, as checked on a GPU (benchmarks/check_marching_cubes.py).
+TORCHMCUBES_WINDING = [0, 2, 1]
+
+
 def backend_for(volume: torch.Tensor) -> str:
     """Name of the library that `marching_cubes` will use for this volume."""
     if _torchmcubes is not None and volume.is_cuda:
@@ -38,11 +43,27 @@ def marching_cubes(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor
 
 
 def _torchmcubes_cuda(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchmcubes in slabs along axis 0: it allocates 144 bytes per cell of its input for vertex
+    candidates (2.4 GB at 256^3), so slabs keep that under SLAB_BUDGET_BYTES. Slabs share one
+    layer of samples; the duplicate vertices there are merged by the caller's weld."""
     assert _torchmcubes is not None
-    vertices, faces = _torchmcubes.marching_cubes(volume.float().contiguous(), float(threshold))
-    vertices = vertices[:, [2, 1, 0]]  # (dim2, dim1, dim0) -> (axis0, axis1, axis2): a mirror
-    faces = faces.long()[:, [0, 2, 1]]  # the mirror flipped the winding; flip it back
-    return vertices, faces
+    volume = volume.float().contiguous()
+    cells_per_layer = volume.shape[1] * volume.shape[2]
+    layers = max(2, SLAB_BUDGET_BYTES // (144 * cells_per_layer))
+    all_vertices, all_faces, offset = [], [], 0
+    for start in range(0, volume.shape[0] - 1, layers - 1):
+        slab = volume[start : start + layers]
+        vertices, faces = _torchmcubes.marching_cubes(slab, float(threshold))
+        if len(faces) == 0:
+            continue
+        vertices = vertices[:, [2, 1, 0]]  # (dim2, dim1, dim0) -> (axis0, axis1, axis2): a mirror
+        vertices[:, 0] += start
+        all_vertices.append(vertices)
+        all_faces.append(faces.long()[:, TORCHMCUBES_WINDING] + offset)
+        offset += len(vertices)
+    if not all_faces:
+        return volume.new_zeros((0, 3)), torch.zeros((0, 3), dtype=torch.long, device=volume.device)
+    return torch.cat(all_vertices), torch.cat(all_faces)
 
 
 def _pymcubes(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,7 @@ from remote.triposr.weights import load_model, resolve_device
 
 REMOVE_BACKGROUND_MODES = ("auto", "always", "never")
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
+PRECISIONS = ("auto", "fast", "float32")
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,20 @@ class Pipeline:
         model_source: str = "",
         revision: str | None = None,
         max_pixels: int | None = 40_000_000,
+        exact: bool = False,
     ) -> None:
+        self.exact = exact
         self.model = model
         self.device = device
         self.remover = remover
         self.max_pixels = max_pixels
-        self.info = {"model": model_source, "revision": revision, "device": device.type}
+        self.info = {
+            "model": model_source,
+            "revision": revision,
+            "device": device.type,
+            "precision": str(next(model.backbone.parameters()).dtype).replace("torch.", ""),
+            "extraction": "dense" if exact else "band",
+        }
         self._lock = threading.Lock()
 
     @classmethod
@@ -96,10 +105,21 @@ class Pipeline:
         device: str | None = None,
         rembg_model_path: str | Path | None = None,
         max_pixels: int | None = 40_000_000,
+        precision: str = "auto",
     ) -> "Pipeline":
-        """Load the model once onto `device` (CUDA when present) and prepare background removal."""
+        """Load the model once onto `device` (CUDA when present) and prepare background removal.
+
+        precision "float32" is the exact path (float32 weights, dense grid: upstream's numbers);
+        "fast" uses reduced precision and the band extraction; "auto" is "fast" on CUDA and, on
+        the CPU (where bf16 does not pay), float32 weights with the band extraction.
+        """
+        if precision not in PRECISIONS:
+            raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
         torch_device = resolve_device(device)
+        exact = precision == "float32"
         triposr = load_model(str(model), device=torch_device)
+        if precision == "fast" or (precision == "auto" and torch_device.type == "cuda"):
+            triposr.use_fast_precision()
         return cls(
             triposr,
             torch_device,
@@ -107,6 +127,7 @@ class Pipeline:
             model_source=str(model),
             revision=getattr(triposr, "revision", None),
             max_pixels=max_pixels,
+            exact=exact,
         )
 
     def generate(
@@ -140,6 +161,7 @@ class Pipeline:
                     resolution=options.resolution,
                     threshold=options.threshold,
                     target_faces=options.target_faces,
+                    method="dense" if self.exact else "band",
                     timings=timings,
                     sync=self._sync,
                 )

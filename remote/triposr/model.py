@@ -107,7 +107,20 @@ class TripoSR(nn.Module):
         dtype = self.tokenizer.embeddings.dtype
         image_tokens = self.image_tokenizer(pixels).to(dtype)
         tokens = self.backbone(self.tokenizer(images.shape[0]), image_tokens)
-        return self.post_processor(self.tokenizer.detokenize(tokens))
+        planes = self.tokenizer.detokenize(tokens).to(self.post_processor.upsample.weight.dtype)
+        return self.post_processor(planes)
+
+    def use_fast_precision(
+        self, transformer_dtype: torch.dtype = torch.bfloat16, decoder_dtype: torch.dtype = torch.float16
+    ) -> "TripoSR":
+        """The GPU fast path: encoder and transformer in bf16 (wide range), the field MLP in fp16
+        (finer steps where the density is compared with the threshold); the scene code, sampling
+        coordinates and the final exp/sigmoid stay float32."""
+        for part in (self.image_tokenizer, self.tokenizer, self.backbone):
+            part.to(transformer_dtype)
+        self.post_processor.float()
+        self.decoder.to(decoder_dtype)
+        return self
 
     def query_field(self, scene_code: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N, 3) in model space -> density (N,) after exp, colour (N, 3) sRGB in 0..1 (float32)."""

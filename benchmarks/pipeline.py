@@ -1,0 +1,307 @@
+"""Benchmark image -> GLB: per-stage medians, peak GPU memory, and the ratio to upstream's way.
+
+    uv run python benchmarks/pipeline.py --random-weights --device cuda --resolution 256 \
+        --runs 10 --compare-reference --parity --json
+
+- Our path is `Pipeline.generate` exactly as the CLI and the server run it (fast path by default on
+  CUDA; `--exact` runs the float32 dense path instead). Background removal is not timed: the image
+  should carry its own alpha (the examples do).
+- `--compare-reference` also runs upstream TripoSR's way in the same process: float32 weights, the
+  dense grid queried 8,192 points at a time, colours at every vertex, then the same GLB export.
+- `--parity` compares our default path with the float32 dense path on the same weights: on the scene
+  the image gives, and on an analytic scene with a thin part (tests/analytic_field.py).
+- `--random-weights` builds full-size random weights (no download). Random weights rarely reach
+  upstream's density threshold, so the threshold then defaults to the 90th percentile of the
+  density on a coarse grid: a tenth of the cube inside, with a large noisy surface.
+
+With `--json` the last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from remote.extraction import Mesh, dense_density, extract_mesh  # noqa: E402
+from remote.glb import mesh_to_glb  # noqa: E402
+from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
+from remote.preprocess import load_image, prepare_image  # noqa: E402
+from remote.triposr.weights import build_random_model, load_model, resolve_device  # noqa: E402
+
+REFERENCE_CHUNK = 8192
+STAGE_ORDER = ("decode", "preprocess", "model", "extraction", "color", "glb")
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = save_random_model(Path(folder)) if args.random_weights else Path(args.model)
+        run_benchmark(args, model_dir)
+
+
+def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
+    device = resolve_device(args.device)
+    image_path = Path(args.image)
+    report: dict = {"device": _device_name(device), "resolution": args.resolution, "runs": args.runs}
+
+    load_seconds, pipeline = load_pipeline(args, device, model_dir)
+    report["model_load_s"] = load_seconds
+    threshold = args.threshold if args.threshold is not None else choose_threshold(args, pipeline, image_path)
+    report["threshold"] = threshold
+    options = GenerateOptions(resolution=args.resolution, threshold=threshold, remove_background="never")
+
+    ours = time_runs(lambda: pipeline.generate(image_path, options).timings, args, device)
+    report.update({f"{stage}_s": value for stage, value in ours["stages"].items()})
+    report["total_s"] = ours["total_s"]
+    report["peak_gpu_bytes"] = ours["peak_gpu_bytes"]
+    result = pipeline.generate(image_path, options)
+    report["vertices"], report["faces"], report["glb_bytes"] = (
+        result.vertex_count, result.face_count, len(result.glb)
+    )
+
+    if args.parity:
+        report["parity"] = parity(pipeline, model_dir, image_path, options)
+    if args.compare_reference:
+        del pipeline
+        _free(device)
+        reference = time_runs(
+            reference_runner(model_dir, device, image_path, options), args, device, runs=args.reference_runs
+        )
+        report["reference_total_s"] = reference["total_s"]
+        report["reference_stages"] = reference["stages"]
+        report["reference_peak_gpu_bytes"] = reference["peak_gpu_bytes"]
+        report["speedup_vs_reference"] = reference["total_s"] / report["total_s"]
+
+    print_table(report)
+    if args.json:
+        print(json.dumps(report))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="folder with config.yaml + weights, or a hub repo")
+    source.add_argument("--random-weights", action="store_true", help="full-size random weights")
+    parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--threshold", type=float, default=None, help="default 25, or auto with random weights")
+    parser.add_argument("--runs", type=int, default=5, help="timed warm runs (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reference-runs", type=int, default=3)
+    parser.add_argument("--compare-reference", action="store_true")
+    parser.add_argument("--parity", action="store_true")
+    parser.add_argument("--exact", action="store_true", help="time the float32 dense path as ours")
+    parser.add_argument("--json", action="store_true")
+    return parser.parse_args()
+
+
+def load_pipeline(args: argparse.Namespace, device: torch.device, model_dir: Path) -> tuple[float, Pipeline]:
+    """Time loading from local safetensors to a ready model on the device."""
+    precision = "float32" if args.exact else "auto"
+    _free(device)
+    start = time.perf_counter()
+    pipeline = Pipeline.load(model=model_dir, device=device.type, precision=precision)
+    _sync(device)
+    return time.perf_counter() - start, pipeline
+
+
+def save_random_model(folder: Path) -> Path:
+    """Write full-size random weights as a published-format folder (config.yaml + safetensors)."""
+    from safetensors.torch import save_file
+
+    from remote.triposr.config import DEFAULT_CONFIG_PATH
+
+    model = build_random_model(device="cpu", dtype=torch.float32)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.yaml").write_text(Path(DEFAULT_CONFIG_PATH).read_text())
+    del model
+    gc.collect()
+    return folder
+
+
+def choose_threshold(args: argparse.Namespace, pipeline: Pipeline, image_path: Path) -> float:
+    if not args.random_weights:
+        return 25.0
+    scene_code = scene_code_for(pipeline, image_path)
+    with torch.inference_mode():
+        coarse = dense_density(pipeline.model.field(scene_code), 64, 0.87, 1 << 18)
+    # The 90th percentile: about a tenth of the cube inside, like an object, with a noisy surface.
+    return float(coarse.float().flatten().quantile(0.9))
+
+
+def scene_code_for(pipeline: Pipeline, image_path: Path) -> torch.Tensor:
+    prepared = prepare_image(load_image(image_path), remove_background="never")
+    with torch.inference_mode():
+        return pipeline.model(torch.from_numpy(prepared).to(pipeline.device)[None])[0]
+
+
+def time_runs(run, args: argparse.Namespace, device: torch.device, runs: int | None = None) -> dict:
+    """Median stage times and wall total over warm runs; peak GPU memory across them."""
+    for _ in range(args.warmup):
+        run()
+    _free(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stages: dict[str, list[float]] = {}
+    totals = []
+    for _ in range(runs or args.runs):
+        _sync(device)
+        start = time.perf_counter()
+        timings = run()
+        _sync(device)
+        totals.append(time.perf_counter() - start)
+        for stage, seconds in timings.items():
+            stages.setdefault(stage, []).append(seconds)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "total_s": statistics.median(totals),
+        "stages": {stage: statistics.median(values) for stage, values in stages.items()},
+        "peak_gpu_bytes": peak,
+    }
+
+
+def reference_runner(model_dir: Path, device: torch.device, image_path: Path, options: GenerateOptions):
+    """Upstream's way: float32 weights, dense grid in 8192-point chunks, colours at every vertex."""
+    model = load_model(model_dir, device=device, dtype=torch.float32)
+
+    def run() -> dict[str, float]:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        prepared = prepare_image(load_image(image_path), remove_background="never")
+        timings["preprocess"] = time.perf_counter() - start
+        with torch.inference_mode():
+            start = time.perf_counter()
+            scene_code = model(torch.from_numpy(prepared).to(device)[None])[0]
+            _sync(device)
+            timings["model"] = time.perf_counter() - start
+            mesh = extract_mesh(
+                model.field(scene_code), resolution=options.resolution, threshold=options.threshold,
+                method="dense", chunk_points=REFERENCE_CHUNK, timings=timings, sync=lambda: _sync(device),
+            )
+        start = time.perf_counter()
+        mesh_to_glb(mesh)
+        timings["glb"] = time.perf_counter() - start
+        return timings
+
+    return run
+
+
+def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: GenerateOptions) -> dict:
+    """How far our default path's mesh is from the float32 dense path's, on two scenes."""
+    from analytic_field import AnalyticField
+
+    figures = {}
+    scene_code = scene_code_for(pipeline, image_path)
+    fast = mesh_for(pipeline.model.field(scene_code), options)
+    exact_model = load_model(model_dir, device=pipeline.device, dtype=torch.float32)
+    prepared = prepare_image(load_image(image_path), remove_background="never")
+    with torch.inference_mode():
+        exact_code = exact_model(torch.from_numpy(prepared).to(pipeline.device)[None])[0]
+    exact = mesh_for(exact_model.field(exact_code), options, method="dense")
+    figures["scene"] = compare_meshes(fast, exact, options.resolution)
+    del exact_model, exact_code
+    _free(pipeline.device)
+    analytic = AnalyticField(threshold=options.threshold, device=str(pipeline.device))
+    figures["analytic"] = compare_meshes(
+        mesh_for(analytic, options), mesh_for(analytic, options, method="dense"), options.resolution
+    )
+    return figures
+
+
+def mesh_for(field, options: GenerateOptions, method: str = "band") -> Mesh:
+    with torch.inference_mode():
+        return extract_mesh(field, resolution=options.resolution, threshold=options.threshold, method=method)
+
+
+def compare_meshes(candidate: Mesh, reference: Mesh, resolution: int) -> dict:
+    """Mean and max distance in voxels both ways (a part missing in one shows up as a large max),
+    and mean colour difference at nearest vertices."""
+    voxel = 2 * 0.87 / (resolution - 1)
+    a = torch.from_numpy(candidate.vertices)
+    b = torch.from_numpy(reference.vertices)
+    d_ab, i_ab = _nearest(a, b)
+    d_ba, _ = _nearest(b, a)
+    colour = np.abs(candidate.colors - reference.colors[i_ab.numpy()]).mean()
+    return {
+        "mean_distance_voxels": float(torch.cat([d_ab, d_ba]).mean() / voxel),
+        "max_distance_voxels": float(torch.cat([d_ab, d_ba]).max() / voxel),
+        "mean_colour_difference": float(colour),
+        "vertices": [len(candidate.vertices), len(reference.vertices)],
+    }
+
+
+def _nearest(points: torch.Tensor, targets: torch.Tensor, chunk: int = 4096):
+    distances, indices = [], []
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    targets = targets.to(device)
+    for part in points.split(chunk):
+        d = torch.cdist(part.to(device), targets)
+        value, index = d.min(dim=1)
+        distances.append(value.cpu())
+        indices.append(index.cpu())
+    return torch.cat(distances), torch.cat(indices)
+
+
+def print_table(report: dict) -> None:
+    print(f"device: {report['device']}, resolution {report['resolution']}, threshold {report['threshold']:.3g}, "
+          f"median of {report['runs']} warm runs")
+    print(f"model load (safetensors -> ready on device): {report['model_load_s']:.2f} s")
+    header = f"{'stage':<12}{'ours (ms)':>12}"
+    reference = report.get("reference_stages")
+    if reference:
+        header += f"{'reference (ms)':>16}"
+    print(header)
+    for stage in STAGE_ORDER:
+        if f"{stage}_s" not in report and not (reference and stage in reference):
+            continue
+        line = f"{stage:<12}{report.get(f'{stage}_s', 0) * 1000:>12.1f}"
+        if reference:
+            line += f"{reference.get(stage, 0) * 1000:>16.1f}"
+        print(line)
+    line = f"{'total':<12}{report['total_s'] * 1000:>12.1f}"
+    if reference:
+        line += f"{report['reference_total_s'] * 1000:>16.1f}"
+    print(line)
+    if reference:
+        print(f"speed-up vs reference: {report['speedup_vs_reference']:.1f}x")
+    if report.get("peak_gpu_bytes") is not None:
+        print(f"peak GPU memory (ours, weights included): {report['peak_gpu_bytes'] / 2**30:.2f} GiB")
+    if report.get("reference_peak_gpu_bytes") is not None:
+        print(f"peak GPU memory (reference): {report['reference_peak_gpu_bytes'] / 2**30:.2f} GiB")
+    print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB")
+    for scene, figures in report.get("parity", {}).items():
+        print(f"parity ({scene}): mean {figures['mean_distance_voxels']:.3f} voxel, "
+              f"max {figures['max_distance_voxels']:.2f} voxel, colour {figures['mean_colour_difference'] * 100:.2f}%")
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -82,22 +82,18 @@ def extract_mesh(
                 "or use an image with a clearer subject."
             )
         index_vertices, faces = weld(index_vertices, faces)
-        vertices = index_vertices * (2.0 * radius / (resolution - 1)) - radius
-        vertices_np = vertices.float().cpu().numpy()
-        faces_np = faces.cpu().numpy()
-        if target_faces is not None and len(faces_np) > target_faces:
-            vertices_np, faces_np = decimate(vertices_np, faces_np, target_faces)
+        vertices = (index_vertices * (2.0 * radius / (resolution - 1)) - radius).float()
+        if target_faces is not None and len(faces) > target_faces:
+            decimated, faces_np = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), target_faces)
+            vertices, faces = torch.from_numpy(decimated).to(field.device), torch.from_numpy(faces_np)
     with clock("color"):
-        points = torch.from_numpy(vertices_np).to(field.device)
-        colors = torch.cat(
-            [field.color(chunk).float() for chunk in points.split(chunk_points)]
-        ).clamp(0.0, 1.0)
-        colors_np = colors.cpu().numpy()
-    return Mesh(
-        vertices=np.ascontiguousarray(vertices_np, dtype=np.float32),
-        faces=np.ascontiguousarray(faces_np, dtype=np.int32),
-        colors=np.ascontiguousarray(colors_np, dtype=np.float32),
-    )
+        colors = torch.cat([field.color(chunk).float() for chunk in vertices.split(chunk_points)]).clamp(0.0, 1.0)
+        mesh = Mesh(
+            vertices=vertices.cpu().numpy(),
+            faces=faces.to(torch.int32).cpu().numpy(),
+            colors=colors.cpu().numpy(),
+        )
+    return mesh
 
 
 def _validate(resolution: int, target_faces: int | None, method: str) -> None:

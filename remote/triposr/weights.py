@@ -153,6 +153,10 @@ def random_state_dict(config: TripoSRConfig | None = None, seed: int = 0) -> dic
         elif len(shape) >= 2:
             fan_in = math.prod(shape[1:]) if not name.endswith("upsample.weight") else shape[0]
             bound = 1.0 / math.sqrt(fan_in)
+            if name.startswith("decoder."):
+                # He-like scale so the ten-layer field MLP keeps its signal: with PyTorch's default
+                # scale the density comes out nearly constant and every threshold is a knife edge.
+                bound *= 3.0
             state[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
         else:
             state[name] = (torch.rand(shape, generator=generator) * 2 - 1) * 0.02

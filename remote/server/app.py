@@ -285,7 +285,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return _error_response(request, error.status_code, code, str(error.detail))
+        message = {
+            404: f"There is no {request.url.path}; the API is POST /v1/generate and GET /v1/health.",
+            405: f"{request.method} is not allowed on {request.url.path}; see docs/api.md.",
+        }.get(error.status_code, str(error.detail))
+        return _error_response(request, error.status_code, code, message)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

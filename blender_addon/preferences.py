@@ -1,0 +1,46 @@
+"""Add-on preferences: where the server is and how to authenticate.
+
+The token lives in the add-on preferences (saved with Blender's user preferences), never in the
+.blend file, so sharing a scene never shares the token.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import FloatProperty, StringProperty
+
+PACKAGE = __package__ or "image_to_3d"
+
+
+class ImageTo3DPreferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    endpoint: StringProperty(  # type: ignore[valid-type]
+        name="Endpoint",
+        description="URL of the image-to-3d server: the local `image-to-3d serve`, or your Modal URL",
+        default="http://127.0.0.1:8000",
+    )
+    token: StringProperty(  # type: ignore[valid-type]
+        name="Access token",
+        description="Bearer token the server expects (IMAGE_TO_3D_TOKEN); leave empty for a local server",
+        subtype="PASSWORD",
+        default="",
+    )
+    timeout: FloatProperty(  # type: ignore[valid-type]
+        name="Timeout (s)",
+        description="How long to wait for one mesh, including a cold GPU warming up and busy retries",
+        default=300.0,
+        min=5.0,
+        max=3600.0,
+    )
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.prop(self, "endpoint")
+        layout.prop(self, "token")
+        layout.prop(self, "timeout")
+        layout.operator("image_to_3d.test_connection", icon="URL")
+
+
+def get_preferences(context: bpy.types.Context) -> ImageTo3DPreferences:
+    return context.preferences.addons[PACKAGE].preferences  # type: ignore[return-value]

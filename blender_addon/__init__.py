@@ -30,11 +30,11 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(
 
 def register() -> None:
     _register_classes()
-    bpy.types.Scene.image_to_3d = bpy.props.PointerProperty(type=properties.ImageTo3DSettings)
-    bpy.types.VIEW3D_MT_add.append(operators.menu_entry)
+    setattr(bpy.types.Scene, "image_to_3d", bpy.props.PointerProperty(type=properties.ImageTo3DSettings))
+    bpy.types.VIEW3D_MT_add.append(operators.menu_entry)  # type: ignore[arg-type]
 
 
 def unregister() -> None:
-    bpy.types.VIEW3D_MT_add.remove(operators.menu_entry)
-    del bpy.types.Scene.image_to_3d
+    bpy.types.VIEW3D_MT_add.remove(operators.menu_entry)  # type: ignore[arg-type]
+    delattr(bpy.types.Scene, "image_to_3d")
     _unregister_classes()

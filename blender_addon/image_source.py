@@ -35,8 +35,9 @@ class SourceImage:
 def find_source(context: bpy.types.Context) -> SourceImage:
     settings = context.scene.image_to_3d
     for obj in _candidate_empties(context):
-        if obj.data is not None:
-            return SourceImage(_stem(obj.data.name), image_bytes(obj.data))
+        image = obj.data
+        if isinstance(image, bpy.types.Image):
+            return SourceImage(_stem(image.name), image_bytes(image))
     if settings.image is not None:
         return SourceImage(_stem(settings.image.name), image_bytes(settings.image))
     if settings.filepath:
@@ -84,7 +85,8 @@ def image_bytes(image: bpy.types.Image) -> bytes:
 
 def encode_png(image: bpy.types.Image) -> bytes:
     """RGBA 8-bit PNG of the image's current pixels (float images converted from linear to sRGB)."""
-    width, height = image.size
+    size: tuple[int, int] = tuple(image.size)  # type: ignore[arg-type, assignment]
+    width, height = int(size[0]), int(size[1])
     if width == 0 or height == 0:
         raise NoImageError(f"The image '{image.name}' has no pixels; load or paint it first.")
     pixels = np.empty(width * height * 4, dtype=np.float32)

@@ -47,7 +47,7 @@ def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.O
         if "FINISHED" not in result:
             raise RuntimeError("Blender's glTF importer could not read the mesh the server sent.")
         created = _created_since(before)
-        meshes = [o for o in created["objects"] if o.type == "MESH"]
+        meshes = [o for o in bpy.data.objects if o.as_pointer() not in before["objects"] and o.type == "MESH"]
         if len(meshes) != 1:
             raise RuntimeError(f"Expected one mesh in the server's answer, found {len(meshes)}.")
         obj = meshes[0]

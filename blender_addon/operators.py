@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import bpy
 
@@ -35,6 +36,7 @@ class Job:
         return time.monotonic() - self.started
 
 
+Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
 CURRENT: dict[str, Job] = {}  # at most one job, under the key "job"
 
 
@@ -86,7 +88,7 @@ class IMAGE_TO_3D_OT_generate(bpy.types.Operator):
             return None
         return client, Job(source)
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         started = self._start(context)
         if started is None:
             return {"CANCELLED"}
@@ -94,7 +96,7 @@ class IMAGE_TO_3D_OT_generate(bpy.types.Operator):
         run_job(client, job, context.scene.image_to_3d.request_options())
         return self._finish(context, job)
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Result:
         if bpy.app.background:
             return self.execute(context)
         started = self._start(context)
@@ -108,7 +110,7 @@ class IMAGE_TO_3D_OT_generate(bpy.types.Operator):
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> Result:
         job = CURRENT.get("job")
         if job is None:
             return self._stop(context, {"CANCELLED"})
@@ -127,7 +129,7 @@ class IMAGE_TO_3D_OT_generate(bpy.types.Operator):
                 return self._stop(context, self._finish(context, job))
         return {"PASS_THROUGH"}
 
-    def _stop(self, context: bpy.types.Context, result: set[str]) -> set[str]:
+    def _stop(self, context: bpy.types.Context, result: Result) -> Result:
         CURRENT.pop("job", None)
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
@@ -136,7 +138,7 @@ class IMAGE_TO_3D_OT_generate(bpy.types.Operator):
         _redraw_sidebars(context)
         return result
 
-    def _finish(self, context: bpy.types.Context, job: Job) -> set[str]:
+    def _finish(self, context: bpy.types.Context, job: Job) -> Result:
         if job.error is not None or job.result is None:
             self.report({"ERROR"}, job.error or "The server sent no mesh.")
             return {"CANCELLED"}
@@ -160,7 +162,7 @@ class IMAGE_TO_3D_OT_cancel(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return "job" in CURRENT
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         job = CURRENT.get("job")
         if job is not None:
             job.cancel.set()
@@ -174,7 +176,7 @@ class IMAGE_TO_3D_OT_test_connection(bpy.types.Operator):
     bl_idname = "image_to_3d.test_connection"
     bl_label = "Test Connection"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         try:
             health = make_client(context).health()
         except ClientError as error:

@@ -73,6 +73,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--rembg-model", type=Path, default=None, metavar="ONNX",
         help="background-removal model file (default: rembg's u2net, downloaded once)",
     )
+    parser.add_argument(
+        "--exact", action="store_true",
+        help="float32 weights and the dense grid: upstream's numbers (slower); default is the fast path on CUDA",
+    )
 
 
 def _run_generate(args: argparse.Namespace) -> int:

@@ -55,7 +55,10 @@ def generate_files(args: argparse.Namespace) -> int:
     check_inputs(images)
     targets = output_paths(images, args.output)
 
-    pipeline = Pipeline.load(model=args.model, device=args.device, rembg_model_path=args.rembg_model)
+    pipeline = Pipeline.load(
+        model=args.model, device=args.device, rembg_model_path=args.rembg_model,
+        precision="float32" if args.exact else "auto",
+    )
     totals = {stage: 0.0 for stage in STAGES}
     failures = 0
     done = 0
@@ -75,7 +78,8 @@ def generate_files(args: argparse.Namespace) -> int:
         for stage, seconds in result.timings.items():
             totals[stage] = totals.get(stage, 0.0) + seconds
         tqdm.write(f"{image} -> {target} ({result.vertex_count} vertices, {result.face_count} faces)")
-    print(format_timings(totals, done, time.perf_counter() - started, pipeline.info["device"]))
+    if done:
+        print(format_timings(totals, done, time.perf_counter() - started, pipeline.info["device"]))
     return 1 if failures else 0
 
 

@@ -40,8 +40,11 @@ def finish_on_device(
     repository and commit the local files were verified against.
     """
     torch_device = resolve_device(device)
+    model = model.to(torch_device)
+    if torch_device.type == "cuda":
+        model.use_fast_precision()  # the same default fast path as Pipeline.load on CUDA
     return Pipeline(
-        model.to(torch_device),
+        model,
         torch_device,
         BackgroundRemover(rembg_model_path),
         model_source=model_source,

@@ -113,6 +113,7 @@ def create_app(
             return Pipeline.load(
                 model=settings.model, device=settings.device,
                 rembg_model_path=settings.rembg_model, max_pixels=settings.max_pixels,
+                precision=settings.precision,
             )
     holder = PipelineHolder(pipeline_loader, pipeline)
     gate = JobGate(settings.queue_size)

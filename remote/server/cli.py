@@ -54,6 +54,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_pixels=args.max_pixels,
         queue_size=args.queue_size,
+        precision="float32" if args.exact else "auto",
     )
     if settings.token is None and not is_loopback(args.host):
         print(

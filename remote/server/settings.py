@@ -24,6 +24,7 @@ class ServerSettings:
     model: str = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_MODEL", "stabilityai/TripoSR"))
     device: str | None = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_DEVICE") or None)
     rembg_model: str | None = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_REMBG_MODEL") or None)
+    precision: str = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_PRECISION", "auto"))
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_VARIABLE) or None, repr=False)
     max_body_bytes: int = field(default_factory=lambda: _env_int("IMAGE_TO_3D_MAX_BODY_BYTES", 20_000_000))
     max_pixels: int = field(default_factory=lambda: _env_int("IMAGE_TO_3D_MAX_PIXELS", 40_000_000))

@@ -72,6 +72,13 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
         result.vertex_count, result.face_count, len(result.glb)
     )
 
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(pipeline.generate, image_path, options)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     if args.parity:
         report["parity"] = parity(pipeline, model_dir, image_path, options)
     if args.compare_reference:
@@ -106,6 +113,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parity", action="store_true")
     parser.add_argument("--exact", action="store_true", help="time the float32 dense path as ours")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print the top functions of one warm run")
     return parser.parse_args()
 
 

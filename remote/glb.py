@@ -27,13 +27,23 @@ def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
     return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
 
 
+LUT_STEPS = 4095
+# sRGB value (in 1/4095 steps) -> linear byte: one table look-up per channel instead of a power.
+_SRGB_TO_LINEAR_BYTE = np.round(srgb_to_linear(np.linspace(0.0, 1.0, LUT_STEPS + 1)) * 255.0).astype(np.uint8)
+
+
+def linear_color_bytes(srgb: np.ndarray) -> np.ndarray:
+    """RGBA bytes of linear colour for COLOR_0 from sRGB floats (exact to within one byte step)."""
+    steps = np.clip(srgb, 0.0, 1.0) * np.float32(LUT_STEPS)
+    rgba = np.full((len(srgb), 4), 255, dtype=np.uint8)
+    rgba[:, :3] = _SRGB_TO_LINEAR_BYTE[(steps + 0.5).astype(np.int32)]
+    return rgba
+
+
 def mesh_to_glb(mesh: Mesh) -> bytes:
     """One mesh, one vertex-colour material, glTF axes, linear COLOR_0."""
     vertices = mesh.vertices[:, MODEL_TO_GLTF_AXES]
-    linear = srgb_to_linear(mesh.colors.astype(np.float64))
-    rgba = np.empty((len(vertices), 4), dtype=np.uint8)
-    rgba[:, :3] = np.round(linear * 255.0).astype(np.uint8)
-    rgba[:, 3] = 255
+    rgba = linear_color_bytes(mesh.colors)
     material = PBRMaterial(
         name="vertex_colors",
         baseColorFactor=[255, 255, 255, 255],

@@ -112,3 +112,13 @@ def test_blender_imports_it_facing_front_and_upright(glb_path, mesh):
     assert nearest.max() < 1.0 / 255
     assert np.abs(colours - linear[0]).max(axis=1).min() < 1.0 / 255  # some red (the nose side)
     print("Blender's importer built material nodes:", result["nodes"], "attribute:", result["attribute"])
+
+
+def test_linear_colour_bytes_are_within_one_step_of_the_exact_conversion():
+    from remote.glb import linear_color_bytes
+
+    srgb = np.random.default_rng(0).random((20000, 3)).astype(np.float32)
+    exact = np.round(srgb_to_linear(srgb.astype(np.float64)) * 255)
+    rgba = linear_color_bytes(srgb)
+    assert np.abs(rgba[:, :3] - exact).max() <= 1 and (rgba[:, 3] == 255).all()
+    assert np.mean(rgba[:, :3] == exact) > 0.95

@@ -140,8 +140,14 @@ def _looks_like_repo(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not Path(source).exists()
 
 
-def random_state_dict(config: TripoSRConfig | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Full-size random weights under the published names, scaled like PyTorch's default init."""
+def random_state_dict(
+    config: TripoSRConfig | None = None, seed: int = 0, decoder_gain: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """Full-size random weights under the published names, scaled like PyTorch's default init.
+
+    With PyTorch's default scale the ten-layer field MLP loses its signal and the density comes out
+    nearly constant; `decoder_gain` (e.g. 3) scales the MLP's weights up so the field has structure.
+    """
     with torch.device("meta"):
         shapes = {name: tensor.shape for name, tensor in TripoSR(config or load_config()).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
@@ -154,9 +160,7 @@ def random_state_dict(config: TripoSRConfig | None = None, seed: int = 0) -> dic
             fan_in = math.prod(shape[1:]) if not name.endswith("upsample.weight") else shape[0]
             bound = 1.0 / math.sqrt(fan_in)
             if name.startswith("decoder."):
-                # He-like scale so the ten-layer field MLP keeps its signal: with PyTorch's default
-                # scale the density comes out nearly constant and every threshold is a knife edge.
-                bound *= 3.0
+                bound *= decoder_gain
             state[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
         else:
             state[name] = (torch.rand(shape, generator=generator) * 2 - 1) * 0.02
@@ -168,7 +172,9 @@ def build_random_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    decoder_gain: float = 1.0,
 ) -> TripoSR:
     """A full-size TripoSR with random weights (benchmarks' --random-weights; no download)."""
     config = config or load_config()
-    return model_from_state_dict(random_state_dict(config, seed), config, device=device, dtype=dtype)
+    state = random_state_dict(config, seed, decoder_gain)
+    return model_from_state_dict(state, config, device=device, dtype=dtype)

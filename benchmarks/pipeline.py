@@ -53,9 +53,18 @@ def main() -> None:
 
 
 def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
+    import remote.extraction
+
+    if args.band_margin is not None:
+        remote.extraction.BAND_LOG_MARGIN = args.band_margin
+    if args.coarse_stride is not None:
+        remote.extraction.COARSE_STRIDE = args.coarse_stride
     device = resolve_device(args.device)
     image_path = Path(args.image)
-    report: dict = {"device": _device_name(device), "resolution": args.resolution, "runs": args.runs}
+    report: dict = {
+        "device": _device_name(device), "resolution": args.resolution, "runs": args.runs,
+        "band_margin": remote.extraction.BAND_LOG_MARGIN, "coarse_stride": remote.extraction.COARSE_STRIDE,
+    }
 
     load_seconds, pipeline = load_pipeline(args, device, model_dir)
     report["model_load_s"] = load_seconds
@@ -115,6 +124,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parity", action="store_true")
     parser.add_argument("--exact", action="store_true", help="time the float32 dense path as ours")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--band-margin", type=float, default=None, help="experiment: override BAND_LOG_MARGIN")
+    parser.add_argument("--coarse-stride", type=int, default=None, help="experiment: override COARSE_STRIDE")
     parser.add_argument("--profile", action="store_true", help="print the top functions of one warm run")
     return parser.parse_args()
 
@@ -234,6 +245,13 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
         exact_code = exact_model(torch.from_numpy(prepared).to(pipeline.device)[None])[0]
     exact = mesh_for(exact_model.field(exact_code), options, method="dense")
     figures["scene"] = compare_meshes(fast, exact, options.resolution)
+    # Which half moves the surface: reduced precision alone, or the band alone.
+    figures["scene_precision_only"] = compare_meshes(
+        mesh_for(pipeline.model.field(scene_code), options, method="dense"), exact, options.resolution
+    )
+    figures["scene_band_only"] = compare_meshes(
+        mesh_for(exact_model.field(exact_code), options, method="band"), exact, options.resolution
+    )
     del exact_model, exact_code
     _free(pipeline.device)
     analytic = AnalyticField(threshold=options.threshold, device=str(pipeline.device))
@@ -300,6 +318,7 @@ def print_table(report: dict) -> None:
     if report.get("reference_peak_gpu_bytes") is not None:
         print(f"peak GPU memory (reference): {report['reference_peak_gpu_bytes'] / 2**30:.2f} GiB")
     print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB")
+    print(f"band: coarse stride {report['coarse_stride']}, log margin {report['band_margin']}")
     for scene, figures in report.get("parity", {}).items():
         print(f"parity ({scene}): mean {figures['mean_distance_voxels']:.3f} voxel, "
               f"max {figures['max_distance_voxels']:.2f} voxel, colour {figures['mean_colour_difference'] * 100:.2f}%")

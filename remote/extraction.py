@@ -10,7 +10,10 @@ Two ways to fill the grid, giving the same surface:
 - "band": a coarse grid first, then every fine point of the coarse cells that hold the surface or
   come close to it (a band in log-density, dilated by one cell, so thin parts are kept); the rest of
   the grid is filled by trilinear interpolation of the coarse grid, which stays on one side of the
-  threshold there. It evaluates a few percent of the points, so it is the default.
+  threshold there. It evaluates a few percent of the points, so it is the default. The band is
+  wide (a factor e^4 either side of the threshold): on a structured random field on an H100 a
+  factor e^2 lost sharp peaks that the coarse grid undersampled (4 voxels mean error), e^4 gave
+  the dense grid's surface exactly.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from remote.marching_cubes import marching_cubes
 RESOLUTION_RANGE = (32, 512)
 METHODS = ("band", "dense")
 COARSE_STRIDE = 4  # fine voxels per coarse cell edge in the band method
-BAND_LOG_MARGIN = 2.0  # coarse corners within e^±2 of the threshold count as "near the surface"
+BAND_LOG_MARGIN = 4.0  # coarse corners within e^±4 of the threshold count as "near the surface"
 WELD_STEPS_PER_VOXEL = 1024  # positions closer than 1/1024 voxel are the same vertex
 
 

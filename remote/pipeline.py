@@ -20,11 +20,10 @@ import torch
 from remote.errors import GpuOutOfMemoryError, InvalidOptionError
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
-from remote.preprocess import BackgroundRemover, load_image, prepare_image
+from remote.preprocess import REMOVE_BACKGROUND_MODES, BackgroundRemover, load_image, prepare_image
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
 
-REMOVE_BACKGROUND_MODES = ("auto", "always", "never")
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 PRECISIONS = ("auto", "fast", "float32")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES
+from conftest import BLENDER_PYTHON, EXAMPLES
 from live_server import ROOT, free_port, live_server
 
 TOKEN = "addon-test-token"
@@ -47,7 +47,7 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, token: str, scen
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender_user")}
-    run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "config.json")], env=env,
+    run = subprocess.run([BLENDER_PYTHON, str(SCRIPT), str(tmp_path / "config.json")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert (tmp_path / "report.json").exists(), run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads((tmp_path / "report.json").read_text())
@@ -92,7 +92,7 @@ def test_zip_installs_both_ways_in_one_folder(addon_zip):
 def test_extension_install_generates_and_refuses_cleanly(tmp_path, addon_zip, server):
     report = run_blender(tmp_path, addon_zip, server, TOKEN, [
         "reference", "packed", "generated", "no_image", "garbage_file", "offline_remote", "offline_loopback",
-        "bad_option",
+        "bad_option", "test_connection",
     ])
     assert report["enabled"] and report["in_add_menu"]
     scenarios = report["scenarios"]
@@ -104,6 +104,9 @@ def test_extension_install_generates_and_refuses_cleanly(tmp_path, addon_zip, se
     assert_unchanged(scenarios["garbage_file"], "not PNG, JPEG or WebP")
     assert_unchanged(scenarios["offline_remote"], "Allow Online Access")
     assert_unchanged(scenarios["bad_option"], "target_faces")
+    connection = scenarios["test_connection"]
+    assert connection["up"] == {"result": ["FINISHED"], "error": None}
+    assert connection["down"]["result"] == ["CANCELLED"] and "Cannot reach" in connection["down"]["error"]
 
 
 def test_legacy_install_with_a_wrong_token(tmp_path, addon_zip, server):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from conftest import BLENDER_PYTHON
 from analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb, srgb_to_linear
@@ -95,7 +96,7 @@ BLENDER_IMPORT = textwrap.dedent(
 
 def test_blender_imports_it_facing_front_and_upright(glb_path, mesh):
     run = subprocess.run(
-        [sys.executable, "-c", BLENDER_IMPORT, str(glb_path)], capture_output=True, text=True, timeout=300
+        [BLENDER_PYTHON, "-c", BLENDER_IMPORT, str(glb_path)], capture_output=True, text=True, timeout=300
     )
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT")]
     assert lines, run.stdout[-2000:] + run.stderr[-2000:]

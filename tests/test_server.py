@@ -213,3 +213,47 @@ def test_openapi_documents_the_binary_body(server):
     assert "model/gltf-binary" in generate["responses"]["200"]["content"]
     names = {p["name"] for p in generate["parameters"]}
     assert names == {"resolution", "threshold", "foreground_ratio", "remove_background", "target_faces"}
+
+
+def test_our_own_bug_is_a_500_with_a_request_id(caplog):
+    """A pipeline that fails in an unexpected way (standing in for a bug of ours) behind the real app
+    and a real uvicorn: the client gets a 500 with the request id, the log has the traceback."""
+    import time as _time
+
+    import uvicorn
+
+    from remote.pipeline import Pipeline
+    from remote.server.app import create_app
+    from remote.server.settings import ServerSettings
+    from remote.triposr.weights import load_model
+    from conftest import TINY_MODEL
+    from remote.preprocess import BackgroundRemover
+    import torch
+
+    class BrokenPipeline(Pipeline):
+        def generate(self, image, options=None):
+            raise ZeroDivisionError("a bug")
+
+    pipeline = BrokenPipeline(load_model(TINY_MODEL, device="cpu"), torch.device("cpu"), BackgroundRemover())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(token=None), pipeline=pipeline),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(url + "/v1/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                _time.sleep(0.05)
+        response = post(url, (EXAMPLES / "chair.png").read_bytes())
+        error = assert_error(response, 500, "internal_error")
+        assert error["request_id"] == response.headers["X-Request-ID"]
+        assert error["request_id"] in error["message"]
+        assert requests.get(url + "/v1/health", timeout=5).json()["status"] == "ready"
+        assert any("failed with an internal error" in r.getMessage() for r in caplog.records)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

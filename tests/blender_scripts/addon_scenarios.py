@@ -175,6 +175,17 @@ for scenario in config["scenarios"]:
         bpy.context.preferences.system.use_online_access = False
         image = bpy.data.images.load(image_path)
         run(scenario, lambda: add_reference(image, "RefLoop").name)
+    elif scenario == "test_connection":
+        outcome = {}
+        for label, endpoint in (("up", prefs.endpoint), ("down", "http://127.0.0.1:9")):
+            saved = prefs.endpoint
+            prefs.endpoint = endpoint
+            try:
+                outcome[label] = {"result": sorted(bpy.ops.image_to_3d.test_connection()), "error": None}
+            except RuntimeError as exc:
+                outcome[label] = {"result": ["CANCELLED"], "error": str(exc)}
+            prefs.endpoint = saved
+        report["scenarios"][scenario] = outcome
     elif scenario == "bad_option":
         settings.foreground_ratio = 0.5
         settings.resolution = 32

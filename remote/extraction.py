@@ -18,6 +18,7 @@ Two ways to fill the grid, giving the same surface:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -30,13 +31,16 @@ import torch
 import torch.nn.functional as F
 
 from remote.errors import InvalidOptionError, NoForegroundError
-from remote.marching_cubes import marching_cubes
+from remote.marching_cubes import backend_for, marching_cubes
+
+logger = logging.getLogger(__name__)
 
 RESOLUTION_RANGE = (32, 512)
+TARGET_FACES_MIN = 100  # fewer faces than this is no longer a recognisable object (same floor as the pipeline)
 METHODS = ("band", "dense")
 COARSE_STRIDE = 4  # fine voxels per coarse cell edge in the band method
 BAND_LOG_MARGIN = 4.0  # coarse corners within e^±4 of the threshold count as "near the surface"
-WELD_STEPS_PER_VOXEL = 1024  # positions closer than 1/1024 voxel are the same vertex
+DENSITY_CAP = 1e30  # overflowed (inf) densities become this, so interpolation never meets inf * 0
 
 
 class Field(Protocol):
@@ -71,26 +75,25 @@ def extract_mesh(
     sync: Callable[[], None] | None = None,
 ) -> Mesh:
     """Mesh the surface `density == threshold`; adds "extraction" and "color" seconds to `timings`."""
-    _validate(resolution, target_faces, method)
+    _validate(resolution, threshold, target_faces, method)
     clock = _StageClock(timings, sync)
     with clock("extraction"):
         if method == "dense":
             volume = dense_density(field, resolution, radius, chunk_points)
         else:
             volume = band_density(field, resolution, radius, threshold, chunk_points)
+        logger.debug("marching cubes with %s at resolution %d", backend_for(volume), resolution)
         index_vertices, faces = marching_cubes(volume, threshold)
         if len(faces) == 0:
-            raise NoForegroundError(
-                "The model found no object at this threshold; lower the threshold (for example 10) "
-                "or use an image with a clearer subject."
-            )
+            raise _no_surface_error(volume, threshold)
         index_vertices, faces = weld(index_vertices, faces)
         vertices = (index_vertices * (2.0 * radius / (resolution - 1)) - radius).float()
         if target_faces is not None and len(faces) > target_faces:
             decimated, faces_np = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), target_faces)
             vertices, faces = torch.from_numpy(decimated).to(field.device), torch.from_numpy(faces_np)
     with clock("color"):
-        colors = torch.cat([field.color(chunk).float() for chunk in vertices.split(chunk_points)]).clamp(0.0, 1.0)
+        colors = torch.cat([field.color(chunk).float() for chunk in vertices.split(chunk_points)])
+        colors = colors.nan_to_num(0.0).clamp(0.0, 1.0)
         mesh = Mesh(
             vertices=vertices.cpu().numpy(),
             faces=faces.to(torch.int32).cpu().numpy(),
@@ -99,14 +102,31 @@ def extract_mesh(
     return mesh
 
 
-def _validate(resolution: int, target_faces: int | None, method: str) -> None:
+def _validate(resolution: int, threshold: float, target_faces: int | None, method: str) -> None:
     low, high = RESOLUTION_RANGE
     if not low <= resolution <= high:
         raise InvalidOptionError(f"resolution must be between {low} and {high} (got {resolution}).")
-    if target_faces is not None and target_faces < 4:
-        raise InvalidOptionError(f"target_faces must be at least 4 (got {target_faces}).")
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise InvalidOptionError(f"threshold must be a positive number (got {threshold}).")
+    if target_faces is not None and target_faces < TARGET_FACES_MIN:
+        raise InvalidOptionError(
+            f"target_faces must be at least {TARGET_FACES_MIN}, or left out to keep every face (got {target_faces})."
+        )
     if method not in METHODS:
         raise InvalidOptionError(f"method must be one of {', '.join(METHODS)} (got {method!r}).")
+
+
+def _no_surface_error(volume: torch.Tensor, threshold: float) -> NoForegroundError:
+    """Nothing crosses the threshold: say which way to move it."""
+    if bool((volume >= threshold).all()):
+        return NoForegroundError(
+            "The density is above the threshold everywhere in the cube, so there is no surface; "
+            "raise the threshold."
+        )
+    return NoForegroundError(
+        "The model found no object at this threshold; lower the threshold (for example 10) "
+        "or use an image with a clearer subject."
+    )
 
 
 def grid_axis(resolution: int, radius: float, device: torch.device) -> torch.Tensor:
@@ -121,7 +141,7 @@ def dense_density(field: Field, resolution: int, radius: float, chunk_points: in
     volume = torch.empty(total, dtype=torch.float32, device=field.device)
     for start in range(0, total, chunk_points):
         flat = torch.arange(start, min(start + chunk_points, total), device=field.device)
-        volume[start : start + len(flat)] = field.density(_points_at(flat, axis, resolution)).float()
+        volume[start : start + len(flat)] = _finite(field.density(_points_at(flat, axis, resolution)))
     return volume.view(resolution, resolution, resolution)
 
 
@@ -153,8 +173,13 @@ def band_density(
     axis = grid_axis(resolution, radius, device)
     volume = volume.flatten()
     for chunk in flat.split(chunk_points):
-        volume[chunk] = field.density(_points_at(chunk, axis, resolution)).float()
+        volume[chunk] = _finite(field.density(_points_at(chunk, axis, resolution)))
     return volume.view(resolution, resolution, resolution)
+
+
+def _finite(density: torch.Tensor) -> torch.Tensor:
+    """float32 densities with NaN read as empty space and overflow capped at DENSITY_CAP."""
+    return torch.nan_to_num(density.float(), nan=0.0, posinf=DENSITY_CAP, neginf=0.0)
 
 
 def _points_at(flat: torch.Tensor, axis: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -166,10 +191,19 @@ def _points_at(flat: torch.Tensor, axis: torch.Tensor, resolution: int) -> torch
 
 
 def weld(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge vertices at the same position, drop faces that collapse, drop unused vertices."""
-    steps = torch.round(vertices.double() * WELD_STEPS_PER_VOXEL).long()
-    span = int(steps.max().item()) + 1 if len(steps) else 1
-    keys = (steps[:, 0] * span + steps[:, 1]) * span + steps[:, 2]
+    """Merge the copies of each marching-cubes vertex, drop faces that collapse and unused vertices.
+
+    Every marching-cubes vertex lies on one grid edge (at most one coordinate is fractional), so
+    the edge it lies on names it exactly: floor + ceil per axis is 2i+1 inside the edge from i to
+    i+1 and 2i at a grid point. Keying on that, not on rounded positions, also merges copies that
+    two cubes computed from opposite ends of the edge and that differ in the last bit.
+    """
+    fractional = (vertices != vertices.round()).sum(dim=1)
+    if bool((fractional > 1).any()):
+        raise ValueError("weld expects marching-cubes vertices: each on a grid edge, in index coordinates")
+    codes = (vertices.floor() + vertices.ceil()).long()
+    span = int(codes.max().item()) + 1 if len(codes) else 1
+    keys = (codes[:, 0] * span + codes[:, 1]) * span + codes[:, 2]
     unique_keys, inverse = torch.unique(keys, return_inverse=True)
     merged = torch.zeros((len(unique_keys), 3), dtype=vertices.dtype, device=vertices.device)
     merged.index_copy_(0, inverse, vertices)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import mcubes
 import numpy as np
 import pytest
 import torch
 
+import remote.marching_cubes as mc
 from analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
 from remote.errors import InvalidOptionError, NoForegroundError
 from remote.extraction import extract_mesh, weld
-from remote.marching_cubes import marching_cubes
 
 RESOLUTION = 128
 VOXEL = 2 * 0.87 / (RESOLUTION - 1)
+CUDA_MCUBES = torch.cuda.is_available() and mc._torchmcubes is not None
+needs_cuda_mcubes = pytest.mark.skipif(not CUDA_MCUBES, reason="needs CUDA and torchmcubes")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,24 @@ def _edges(faces: np.ndarray) -> np.ndarray:
     return np.sort(edges, axis=1)
 
 
+def _signed_volume(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor) -> float:
+    vertices, faces = np.asarray(vertices, dtype=np.float64), np.asarray(faces)
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
+
+
+def _assert_closed(faces: np.ndarray) -> None:
+    _, counts = np.unique(_edges(faces), axis=0, return_counts=True)
+    assert np.all(counts == 2), f"{np.sum(counts != 2)} edges are not shared by exactly two faces"
+
+
+def _ball_volume(size: int, centre_x: float = 0.4) -> torch.Tensor:
+    """High inside a ball off-centre along axis 0: tells the axes and the inside apart."""
+    axis = torch.linspace(-1, 1, size)
+    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return 1.0 - ((x - centre_x) ** 2 + y**2 + (z + 0.1) ** 2).sqrt() / 0.3
+
+
 def test_surface_lies_on_the_analytic_shape(mesh, field):
     distance = field.signed_distance(torch.from_numpy(mesh.vertices)).abs()
     assert distance.mean() < 0.1 * VOXEL
@@ -45,16 +66,15 @@ def test_nose_points_to_plus_x_and_fin_stands_up(mesh):
 
 
 def test_mesh_is_welded_and_closed(mesh):
+    assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32 and mesh.colors.dtype == np.float32
     assert len(np.unique(mesh.vertices, axis=0)) == len(mesh.vertices)
-    _, counts = np.unique(_edges(mesh.faces), axis=0, return_counts=True)
-    assert np.all(counts == 2), "every edge of a closed welded surface has exactly two faces"
+    _assert_closed(mesh.faces)
     assert mesh.faces.min() == 0 and mesh.faces.max() == len(mesh.vertices) - 1
 
 
 def test_faces_point_outward(mesh):
+    assert _signed_volume(mesh.vertices, mesh.faces) > 0
     a, b, c = (mesh.vertices[mesh.faces[:, i]].astype(np.float64) for i in range(3))
-    signed_volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6
-    assert signed_volume > 0
     normals = np.cross(b - a, c - a)
     centres = (a + b + c) / 3
     body = np.linalg.norm(centres, axis=1) < 0.5
@@ -78,31 +98,83 @@ def test_decimation_reaches_about_the_target(field):
     full = extract_mesh(field, resolution=RESOLUTION)
     small = extract_mesh(field, resolution=RESOLUTION, target_faces=2000)
     assert len(small.faces) < len(full.faces) / 5
-    assert 1500 <= len(small.faces) <= 2500
+    assert 1800 <= len(small.faces) <= 2200
     assert len(small.colors) == len(small.vertices)
+    assert small.faces.max() == len(small.vertices) - 1
+    assert _signed_volume(small.vertices, small.faces) > 0
+    # Colours are queried at the decimated vertices, not carried over from the full mesh.
     expected = np.where((small.vertices[:, 0] > 0.2)[:, None], RED, BLUE)
     np.testing.assert_allclose(small.colors, expected, atol=1e-6)
 
 
 def test_pymcubes_convention_is_axis_ordered_and_outward():
-    axis = torch.linspace(-1, 1, 40)
-    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
-    volume = 1.0 - ((x - 0.4) ** 2 + y**2 + z**2).sqrt() / 0.3  # high inside a ball off-centre in x
-    vertices, faces = marching_cubes(volume, 0.0)
-    centre = vertices.mean(0) * 2 / 39 - 1
-    assert centre[0] == pytest.approx(0.4, abs=0.02) and centre[1:].abs().max() < 0.02
-    a, b, c = (vertices[faces[:, i]].double() for i in range(3))
-    assert torch.einsum("ij,ij->i", a, torch.cross(b, c, dim=1)).sum() > 0
+    vertices, faces = mc.marching_cubes(_ball_volume(40), 0.0)
+    assert mc.backend_for(torch.zeros(2, 2, 2)) == "pymcubes"
+    centre = vertices.double().mean(0) * 2 / 39 - 1
+    assert centre.tolist() == pytest.approx([0.4, 0.0, -0.1], abs=0.02)
+    assert _signed_volume(vertices, faces) > 0
+    assert bool(((vertices != vertices.round()).sum(1) == 1).all()), "every vertex on exactly one grid edge"
 
 
-def test_weld_merges_a_triangle_soup():
-    axis = torch.linspace(-1, 1, 24)
-    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
-    vertices, faces = marching_cubes(1.0 - (x**2 + y**2 + z**2).sqrt() / 0.6, 0.0)
-    soup = vertices[faces.flatten()]
-    welded_vertices, welded_faces = weld(soup, torch.arange(len(soup)).view(-1, 3))
+class _TorchmcubesConvention:
+    """torchmcubes' CUDA output form, built from PyMCubes: vertices (dim2, dim1, dim0), three per face.
+
+    Exercises our slab split, axis reorder and weld on the CPU; the real library's winding and
+    axis order are checked against PyMCubes on a GPU by test_torchmcubes_matches_pymcubes.
+    """
+
+    def marching_cubes(self, volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        vertices, faces = mcubes.marching_cubes(volume.numpy(), threshold)
+        soup = vertices[faces.reshape(-1)][:, ::-1].astype(np.float32)
+        return torch.from_numpy(soup.copy()), torch.arange(len(soup), dtype=torch.int32).view(-1, 3)
+
+
+def test_slabs_and_axis_reorder_give_the_pymcubes_surface(monkeypatch):
+    volume = _ball_volume(48)
+    expected_vertices, expected_faces = weld(*mc.marching_cubes(volume, 0.0))
+    monkeypatch.setattr(mc, "_torchmcubes", _TorchmcubesConvention())
+    monkeypatch.setattr(mc, "SLAB_BUDGET_BYTES", 144 * 48 * 48 * 7)  # 7 layers a slab: 8 slabs
+    vertices, faces = weld(*mc._torchmcubes_cuda(volume, 0.0))
+    assert len(vertices) == len(expected_vertices) and len(faces) == len(expected_faces)
+    torch.testing.assert_close(vertices, expected_vertices)  # weld orders vertices by grid edge
+    _assert_closed(faces.numpy())
+    assert _signed_volume(vertices, faces) == pytest.approx(_signed_volume(expected_vertices, expected_faces))
+
+
+def test_weld_merges_a_soup_whose_copies_differ_in_the_last_bit():
+    vertices, faces = mc.marching_cubes(_ball_volume(64, centre_x=0.2), 0.0)
+    soup = vertices[faces.flatten()].numpy()
+    # Neighbouring cubes interpolate a shared edge from opposite ends: copies can differ by an ulp.
+    step = np.random.default_rng(0).choice([-1.0, 0.0, 1.0], size=soup.shape).astype(np.float32)
+    on_edge = soup != np.round(soup)
+    nudged = np.where(on_edge, np.nextafter(soup, soup + step), soup)
+    assert np.mean(nudged != soup) > 0.2
+    welded_vertices, welded_faces = weld(torch.from_numpy(nudged), torch.arange(len(soup)).view(-1, 3))
     assert len(welded_vertices) == len(vertices)
     assert len(welded_faces) == len(faces)
+    _assert_closed(welded_faces.numpy())
+
+
+def test_weld_refuses_points_off_the_grid_edges():
+    with pytest.raises(ValueError, match="grid edge"):
+        weld(torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([[0, 1, 2]]))
+
+
+class _OverflowingField(AnalyticField):
+    """The analytic field with overflow (inf) deep inside and NaN far outside, as a reduced-precision MLP can give."""
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        density = super().density(points)
+        density = torch.where(density > 1e4, torch.inf, density)
+        return torch.where(points.norm(dim=1) > 1.3, torch.nan, density)
+
+
+@pytest.mark.parametrize("method", ["dense", "band"])
+def test_infinite_and_nan_densities_still_give_the_shape(method):
+    mesh = extract_mesh(_OverflowingField(), resolution=64, method=method)
+    assert np.isfinite(mesh.vertices).all()
+    _assert_closed(mesh.faces)
+    assert mesh.vertices[:, 0].max() == pytest.approx(NOSE_CENTRE[0] + NOSE_RADIUS, abs=2 * 0.87 / 63)
 
 
 def test_empty_scene_says_to_lower_the_threshold(field):
@@ -110,9 +182,50 @@ def test_empty_scene_says_to_lower_the_threshold(field):
         extract_mesh(field, resolution=32, threshold=1e9)
 
 
+def test_density_above_threshold_everywhere_says_to_raise_it(field):
+    with pytest.raises(NoForegroundError, match="raise the threshold"):
+        extract_mesh(field, resolution=32, threshold=1e-14)
+
+
 @pytest.mark.parametrize(
-    "options", [{"resolution": 31}, {"resolution": 513}, {"target_faces": 0}, {"method": "sparse"}]
+    "options",
+    [
+        {"resolution": 31},
+        {"resolution": 513},
+        {"target_faces": 0},
+        {"target_faces": 99},
+        {"threshold": 0.0},
+        {"threshold": float("nan")},
+        {"method": "sparse"},
+    ],
 )
 def test_bad_options_are_refused(field, options):
-    with pytest.raises(InvalidOptionError):
+    with pytest.raises(InvalidOptionError, match=next(iter(options))):
         extract_mesh(field, **options)
+
+
+@needs_cuda_mcubes
+def test_torchmcubes_matches_pymcubes():
+    volume = AnalyticField().density(torch.cartesian_prod(*[torch.linspace(-0.87, 0.87, 160)] * 3)).view((160,) * 3)
+    assert mc.backend_for(volume.cuda()) == "torchmcubes-cuda"
+    cpu_vertices, cpu_faces = weld(*mc.marching_cubes(volume, 25.0))
+    gpu_vertices, gpu_faces = weld(*mc.marching_cubes(volume.cuda(), 25.0))
+    assert gpu_vertices.is_cuda
+    assert len(gpu_vertices) == len(cpu_vertices) and len(gpu_faces) == len(cpu_faces)
+    torch.testing.assert_close(gpu_vertices.cpu(), cpu_vertices, atol=1e-4, rtol=0)
+    _assert_closed(gpu_faces.cpu().numpy())
+    gpu_volume = _signed_volume(gpu_vertices.cpu(), gpu_faces.cpu())
+    assert gpu_volume > 0
+    assert gpu_volume == pytest.approx(_signed_volume(cpu_vertices, cpu_faces), rel=1e-5)
+
+
+@needs_cuda_mcubes
+@pytest.mark.parametrize("method", ["dense", "band"])
+def test_cuda_extraction_gives_the_cpu_mesh(method):
+    cpu = extract_mesh(AnalyticField(), resolution=RESOLUTION, method=method)
+    gpu = extract_mesh(AnalyticField(device="cuda"), resolution=RESOLUTION, method=method)
+    assert len(gpu.vertices) == len(cpu.vertices) and len(gpu.faces) == len(cpu.faces)
+    np.testing.assert_allclose(gpu.vertices, cpu.vertices, atol=1e-5)
+    np.testing.assert_allclose(gpu.colors, cpu.colors, atol=1e-6)
+    _assert_closed(gpu.faces)
+    assert _signed_volume(gpu.vertices, gpu.faces) > 0

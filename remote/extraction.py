@@ -55,11 +55,16 @@ class Field(Protocol):
 
 @dataclass
 class Mesh:
-    """Vertices in model space, faces counter-clockwise seen from outside, sRGB colours 0..1."""
+    """Vertices in model space, faces counter-clockwise seen from outside, sRGB colours 0..1.
+
+    `normals` (unit, area-weighted, model space) are optional: extract_mesh fills them on the
+    field's device, and mesh_to_glb computes them when they are missing.
+    """
 
     vertices: np.ndarray  # float32 (V, 3)
     faces: np.ndarray  # int32 (F, 3)
     colors: np.ndarray  # float32 (V, 3)
+    normals: np.ndarray | None = None  # float32 (V, 3)
 
 
 def extract_mesh(
@@ -90,7 +95,8 @@ def extract_mesh(
         vertices = (index_vertices * (2.0 * radius / (resolution - 1)) - radius).float()
         if target_faces is not None and len(faces) > target_faces:
             decimated, faces_np = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), target_faces)
-            vertices, faces = torch.from_numpy(decimated).to(field.device), torch.from_numpy(faces_np)
+            vertices = torch.from_numpy(decimated).to(field.device)
+            faces = torch.from_numpy(faces_np).to(field.device)
     with clock("color"):
         colors = torch.cat([field.color(chunk).float() for chunk in vertices.split(chunk_points)])
         colors = colors.nan_to_num(0.0).clamp(0.0, 1.0)
@@ -98,6 +104,7 @@ def extract_mesh(
             vertices=vertices.cpu().numpy(),
             faces=faces.to(torch.int32).cpu().numpy(),
             colors=colors.cpu().numpy(),
+            normals=vertex_normals(vertices, faces).cpu().numpy(),
         )
     return mesh
 
@@ -214,9 +221,21 @@ def weld(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, tor
     return merged[used], remap.view(-1, 3)
 
 
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit area-weighted vertex normals, float32 (+Y where a vertex only touches zero-area faces)."""
+    faces = faces.long()
+    a, b, c = vertices.float()[faces].unbind(1)
+    face_normals = torch.linalg.cross(b - a, c - a)  # length = twice the area: larger faces weigh more
+    normals = a.new_zeros((len(vertices), 3))
+    normals.index_add_(0, faces.reshape(-1), face_normals.repeat_interleave(3, dim=0))
+    length = normals.norm(dim=1, keepdim=True)
+    up = torch.tensor([0.0, 1.0, 0.0], device=normals.device)
+    return torch.where(length > 0, normals / length.clamp_min(1e-30), up)
+
+
 def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
     """Quadric decimation to about `target_faces` (fast-simplification), before colours are queried."""
-    import fast_simplification
+    import fast_simplification  # type: ignore[import-untyped]
 
     reduction = 1.0 - target_faces / len(faces)
     points, triangles = fast_simplification.simplify(

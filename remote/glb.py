@@ -2,48 +2,78 @@
 
 - Axes: TripoSR's model frame has X toward the camera, Y to the image's right, Z up; glTF has +Y up
   and the asset's front at +Z. So `(x, y, z)_gltf = (y, z, x)_model`, a cyclic permutation (a
-  rotation), which keeps the faces' winding.
+  rotation), which keeps the faces' winding; normals turn the same way.
 - Colours: glTF's COLOR_0 is linear, TripoSR's colours are sRGB-encoded, so they are decoded with the
-  sRGB transfer function. trimesh stores COLOR_0 as normalised unsigned bytes.
-- Material: one white, rough, non-metallic PBR material; glTF multiplies it by COLOR_0, so the vertex
-  colours are what shows.
+  sRGB transfer function and stored as normalised 16-bit RGBA. (Linear bytes would band the dark
+  tones: every sRGB value below 0.05 lands on linear byte 0 or 1.)
+- Normals: written as NORMAL. Without them glTF viewers must shade flat, and Blender's importer
+  marks every face sharp, so the welded mesh would look faceted.
+- Material: one white, rough, non-metallic PBR material; glTF multiplies its base colour by COLOR_0,
+  so the vertex colours are what shows (Blender's importer links a Color Attribute node straight
+  into the Principled BSDF's Base Color for a primitive with COLOR_0).
+
+trimesh 5.2 writes COLOR_0 only as bytes, so colours and normals go in as custom vertex attributes
+(written as they are) and a hook renames them once trimesh has built the glTF tree. That also
+keeps trimesh from re-hashing the mesh to validate cached normals.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 import trimesh
+from trimesh.exchange.gltf import export_glb
 from trimesh.visual.material import PBRMaterial
 from trimesh.visual.texture import TextureVisuals
 
-from remote.extraction import Mesh
+from remote.extraction import Mesh, vertex_normals
 
 MODEL_TO_GLTF_AXES = [1, 2, 0]  # gltf x, y, z taken from model y, z, x
+GLTF_FLOAT, GLTF_UNSIGNED_SHORT = 5126, 5123
+# custom attribute trimesh writes -> (glTF attribute, componentType, type, normalized)
+RENAMED_ATTRIBUTES = {
+    "_linear_color": ("COLOR_0", GLTF_UNSIGNED_SHORT, "VEC4", True),
+    "_normal": ("NORMAL", GLTF_FLOAT, "VEC3", False),
+}
 
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
-    """The sRGB electro-optical transfer function (IEC 61966-2-1), elementwise on 0..1 values."""
-    srgb = np.clip(srgb, 0.0, 1.0)
-    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    """The sRGB electro-optical transfer function (IEC 61966-2-1), float32, on values clipped to 0..1."""
+    srgb = np.clip(np.asarray(srgb, dtype=np.float32), 0.0, 1.0)
+    linear = np.power((srgb + np.float32(0.055)) / np.float32(1.055), np.float32(2.4))
+    np.copyto(linear, srgb * np.float32(1 / 12.92), where=srgb <= np.float32(0.04045))
+    return linear
 
 
-LUT_STEPS = 4095
-# sRGB value (in 1/4095 steps) -> linear byte: one table look-up per channel instead of a power.
-_SRGB_TO_LINEAR_BYTE = np.round(srgb_to_linear(np.linspace(0.0, 1.0, LUT_STEPS + 1)) * 255.0).astype(np.uint8)
-
-
-def linear_color_bytes(srgb: np.ndarray) -> np.ndarray:
-    """RGBA bytes of linear colour for COLOR_0 from sRGB floats (exact to within one byte step)."""
-    steps = np.clip(srgb, 0.0, 1.0) * np.float32(LUT_STEPS)
-    rgba = np.full((len(srgb), 4), 255, dtype=np.uint8)
-    rgba[:, :3] = _SRGB_TO_LINEAR_BYTE[(steps + 0.5).astype(np.int32)]
+def linear_color_ushort(srgb: np.ndarray) -> np.ndarray:
+    """(V, 4) uint16 RGBA for a normalised COLOR_0 accessor: linear colour, alpha 1."""
+    rgba = np.full((len(srgb), 4), 65535, dtype=np.uint16)
+    rgba[:, :3] = np.rint(srgb_to_linear(srgb) * np.float32(65535))
     return rgba
 
 
+def _rename_attributes(tree: dict[str, Any]) -> None:
+    """trimesh's tree hook: our custom attributes become the primitive's COLOR_0 and NORMAL."""
+    for gltf_mesh in tree["meshes"]:
+        for primitive in gltf_mesh["primitives"]:
+            for custom, (name, component_type, kind, normalized) in RENAMED_ATTRIBUTES.items():
+                index = primitive["attributes"].pop(custom)
+                accessor = tree["accessors"][index]
+                if (accessor["componentType"], accessor["type"]) != (component_type, kind):
+                    raise ValueError(f"unexpected {name} accessor from trimesh: {accessor}")
+                if normalized:
+                    accessor["normalized"] = True
+                primitive["attributes"][name] = index
+
+
 def mesh_to_glb(mesh: Mesh) -> bytes:
-    """One mesh, one vertex-colour material, glTF axes, linear COLOR_0."""
-    vertices = mesh.vertices[:, MODEL_TO_GLTF_AXES]
-    rgba = linear_color_bytes(mesh.colors)
+    """One mesh, one vertex-colour material, glTF axes, linear 16-bit COLOR_0, vertex normals."""
+    if mesh.normals is None:
+        normals = vertex_normals(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces)).numpy()
+    else:
+        normals = mesh.normals
     material = PBRMaterial(
         name="vertex_colors",
         baseColorFactor=[255, 255, 255, 255],
@@ -51,9 +81,16 @@ def mesh_to_glb(mesh: Mesh) -> bytes:
         roughnessFactor=1.0,
         doubleSided=False,
     )
-    visual = TextureVisuals(material=material)
-    visual.vertex_attributes["color"] = rgba
-    tri_mesh = trimesh.Trimesh(vertices=vertices, faces=mesh.faces, visual=visual, process=False)
+    tri_mesh = trimesh.Trimesh(
+        vertices=mesh.vertices[:, MODEL_TO_GLTF_AXES],
+        faces=mesh.faces,
+        visual=TextureVisuals(material=material),
+        vertex_attributes={
+            "_linear_color": linear_color_ushort(mesh.colors),
+            "_normal": np.ascontiguousarray(normals[:, MODEL_TO_GLTF_AXES], dtype=np.float32),
+        },
+        process=False,
+    )
     scene = trimesh.Scene()
     scene.add_geometry(tri_mesh, geom_name="object", node_name="object")
-    return scene.export(file_type="glb")
+    return export_glb(scene, include_normals=False, tree_postprocessor=_rename_attributes)

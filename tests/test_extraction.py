@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import mcubes
+import mcubes  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 import torch
@@ -80,6 +80,13 @@ def test_faces_point_outward(mesh):
     body = np.linalg.norm(centres, axis=1) < 0.5
     outward = np.einsum("ij,ij->i", normals[body], centres[body]) > 0
     assert outward.mean() > 0.99
+    # Vertex normals too: unit length, away from the centre on the ball (off the nose and the fin).
+    assert mesh.normals is not None and mesh.normals.shape == mesh.vertices.shape
+    np.testing.assert_allclose(np.linalg.norm(mesh.normals, axis=1), 1.0, atol=1e-5)
+    radius = np.linalg.norm(mesh.vertices, axis=1)
+    on_ball = (np.abs(radius - 0.45) < 0.01) & (mesh.vertices[:, 0] < 0.2) & (mesh.vertices[:, 2] < 0.3)
+    directions = mesh.vertices[on_ball] / radius[on_ball, None]
+    assert on_ball.sum() > 100 and np.einsum("ij,ij->i", mesh.normals[on_ball], directions).min() > 0.95
 
 
 def test_colours_follow_the_field(mesh):

@@ -3,14 +3,17 @@
 torchmcubes runs on the GPU when it is installed with CUDA (the Modal image builds it); elsewhere
 PyMCubes runs on the CPU. Both answer here in the same form:
 
-- vertices: float32 (V, 3) in index coordinates ordered (axis0, axis1, axis2) of the volume;
+- vertices: float32 (V, 3) in index coordinates ordered (axis0, axis1, axis2) of the volume, each
+  on a grid edge (at most one coordinate fractional), which is what the weld keys on;
 - faces: int64 (F, 3), counter-clockwise seen from the side where the volume is BELOW the threshold,
   so for a density that is high inside, normals point out of the object.
 
-PyMCubes already returns that (checked in tests/test_extraction.py). torchmcubes returns its vertices
-as (dim2, dim1, dim0) and a triangle soup; after reordering the axes its winding already points out
-(checked on an H100 with benchmarks/check_marching_cubes.py: same surface as PyMCubes to 4e-4
-voxel, same signed volume).
+PyMCubes already returns that (checked in tests/test_extraction.py). torchmcubes' CUDA kernel
+(cxx/mcubes_cuda.cu) builds each cube's corners as make_float3(jx, jy, jz) from vol[jz][jy][jx], so
+its vertices come as (dim2, dim1, dim0), three per face (a triangle soup, welded by the caller);
+it marks a corner "in" when vol < threshold, as in Paul Bourke's tables. After reordering the axes
+its corner order [0, 1, 2] already points out: checked on an H100 by the CUDA test in
+tests/test_extraction.py (same surface, vertex count after the weld and signed volume as PyMCubes).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 try:  # torchmcubes is optional: only CUDA builds of it are used.
-    import torchmcubes as _torchmcubes
+    import torchmcubes as _torchmcubes  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the machine
     _torchmcubes = None
 
@@ -69,7 +72,7 @@ def _torchmcubes_cuda(volume: torch.Tensor, threshold: float) -> tuple[torch.Ten
 
 
 def _pymcubes(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    import mcubes
+    import mcubes  # type: ignore[import-untyped]
 
     array = volume.detach().float().cpu().numpy()
     vertices, faces = mcubes.marching_cubes(array, float(threshold))

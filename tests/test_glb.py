@@ -117,3 +117,8 @@ def test_vertex_normals_of_a_cube_corner():
     normals = vertex_normals(vertices, faces)
     torch.testing.assert_close(normals[0], -torch.ones(3) / 3**0.5)  # the corner at the origin points back
     torch.testing.assert_close(normals.norm(dim=1), torch.ones(4))
+
+
+def test_normals_can_be_left_out(mesh):
+    gltf = _gltf_json(mesh_to_glb(mesh, normals=False))
+    assert set(gltf["meshes"][0]["primitives"][0]["attributes"]) == {"POSITION", "COLOR_0"}

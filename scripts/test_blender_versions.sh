@@ -15,5 +15,5 @@ for version in "${versions[@]}"; do
         uv pip install -q --python "$venv/bin/python" "bpy==$version"
     fi
     echo "== Blender $version"
-    IMAGE_TO_3D_BLENDER_PYTHON="$PWD/$venv/bin/python" uv run pytest -q tests/test_addon.py tests/test_glb.py
+    IMAGE_TO_3D_BLENDER_PYTHON="$PWD/$venv/bin/python" uv run pytest -q tests/test_addon.py tests/test_blender_import.py
 done

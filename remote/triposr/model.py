@@ -130,7 +130,7 @@ class TripoSR(nn.Module):
         grids = torch.stack((coords[:, [0, 1]], coords[:, [0, 2]], coords[:, [1, 2]]))[:, None]
         sampled = F.grid_sample(scene_code, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
         features = sampled[:, :, 0].permute(2, 0, 1).reshape(points.shape[0], -1)
-        decoder_dtype = self.decoder.layers[0].weight.dtype
+        decoder_dtype = next(self.decoder.parameters()).dtype
         out = self.decoder(features.to(decoder_dtype)).float()
         density = torch.exp(out[:, 0] + self.config.renderer.density_bias)
         return density, torch.sigmoid(out[:, 1:4])

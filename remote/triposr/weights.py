@@ -112,7 +112,8 @@ def download_pinned(repo: str, revision: str, expected_sha256: dict[str, str]) -
         except Exception as error:  # network, auth and offline-cache misses all land here
             raise ModelLoadError(
                 f"Could not download {filename} of {repo} at revision {revision} ({type(error).__name__}: "
-                f"{error}). Check the internet connection, or pass --model with a local folder."
+                f"{error}). Check the internet connection, or pass --model with a local folder "
+                f"(no folder named {repo} exists here)."
             ) from error
         verify_sha256(path, expected_sha256[filename])
         paths.append(path)

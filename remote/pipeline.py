@@ -132,7 +132,10 @@ class Pipeline:
     def generate(
         self, image: bytes | str | Path | PIL.Image.Image, options: GenerateOptions | None = None
     ) -> GenerateResult:
-        """Turn one image into GLB bytes; one job at a time on the device."""
+        """Turn one image into GLB bytes; one job at a time on the device.
+
+        Bytes and paths go through `load_image` (format, pixel limit, EXIF orientation); a PIL image
+        is taken as the caller prepared it (its mode is still normalised)."""
         options = (options or GenerateOptions()).validate()
         timings: dict[str, float] = {}
         with self._stage(timings, "decode"):

@@ -43,10 +43,12 @@ def finish_on_device(
     model = model.to(torch_device)
     if torch_device.type == "cuda":
         model.use_fast_precision()  # the same default fast path as Pipeline.load on CUDA
+    remover = BackgroundRemover(rembg_model_path)
+    remover.session()  # open ONNX Runtime (and its CUDA provider) now, not on the first request
     return Pipeline(
         model,
         torch_device,
-        BackgroundRemover(rembg_model_path),
+        remover,
         model_source=model_source,
         revision=revision,
         max_pixels=max_pixels,

@@ -19,8 +19,12 @@ def expected():
 
 
 @pytest.fixture(scope="module")
-def outputs():
-    model = load_model(TINY_MODEL, device="cpu")
+def model():
+    return load_model(TINY_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def outputs(model):
     pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
     images = torch.from_numpy(pixels)[None]
     points = torch.from_numpy(np.load(TINY_MODEL / "expected.npz")["grid_points"])
@@ -48,6 +52,17 @@ def test_matches_upstream(outputs, expected, name):
     assert _relative_error(outputs[name], expected[name]) < TOLERANCE
 
 
+# Our float32 CPU path lands near 1e-6 of upstream. The 1e-4 bound above would still let through
+# small departures from the facts (tanh instead of erf GELU, LayerNorm eps 1e-5 instead of 1e-12 in
+# the ViT: 2e-5 to 9e-5 on the scene codes), so the scene codes are also held to 1e-5.
+FINE_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("name", ["scene_codes", "density_act", "color"])
+def test_matches_upstream_closely(outputs, expected, name):
+    assert _relative_error(outputs[name], expected[name]) < FINE_TOLERANCE
+
+
 def test_density_is_elementwise_close(outputs, expected):
     relative = np.abs(outputs["density_act"] - expected["density_act"]) / expected["density_act"]
     assert relative.max() < TOLERANCE
@@ -56,3 +71,19 @@ def test_density_is_elementwise_close(outputs, expected):
 def test_field_object_answers_like_query_field(outputs):
     np.testing.assert_array_equal(outputs["field_density"], outputs["density_act"][:, 0])
     np.testing.assert_array_equal(outputs["field_color"], outputs["color"])
+
+
+def test_any_input_size_gives_the_same_scene_code_shape(model):
+    with torch.inference_mode():
+        wide, small = model(torch.rand(2, 50, 130, 3)), model(torch.rand(1, 17, 17, 3))
+    assert wide.shape == (2, 3, 8, 8, 8) and small.shape == (1, 3, 8, 8, 8)
+    assert torch.isfinite(wide).all() and not torch.equal(wide[0], wide[1])
+
+
+def test_wrong_shapes_are_refused(model):
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
+        model(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
+        model(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"points \(N, 3\)"):
+        model.query_field(torch.zeros(1, 3, 8, 8, 8), torch.zeros(5, 3))

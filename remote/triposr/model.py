@@ -103,6 +103,10 @@ class TripoSR(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, H, W, 3) float in 0..1 -> scene codes (B, 3, C, R, R)."""
+        if images.dim() != 4 or images.shape[-1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"TripoSR takes float images shaped (B, H, W, 3) in 0..1, got {images.dtype} {tuple(images.shape)}"
+            )
         pixels = self.preprocess(images)
         dtype = self.tokenizer.embeddings.dtype
         image_tokens = self.image_tokenizer(pixels).to(dtype)
@@ -123,7 +127,16 @@ class TripoSR(nn.Module):
         return self
 
     def query_field(self, scene_code: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points (N, 3) in model space -> density (N,) after exp, colour (N, 3) sRGB in 0..1 (float32)."""
+        """Points (N, 3) in model space -> density (N,) after exp, colour (N, 3) sRGB in 0..1 (float32).
+
+        `scene_code` is one item of `forward`'s output, (3, C, R, R); points outside the cube of
+        side 2 * radius see zero features (grid_sample's zero padding), as upstream.
+        """
+        if scene_code.dim() != 4 or scene_code.shape[0] != 3 or points.dim() != 2 or points.shape[1] != 3:
+            raise ValueError(
+                f"query_field takes one scene code (3, C, R, R) and points (N, 3), got "
+                f"{tuple(scene_code.shape)} and {tuple(points.shape)}"
+            )
         radius = self.config.renderer.radius
         coords = (points / radius).to(scene_code.dtype)
         # plane 0 samples (x, y), plane 1 (x, z), plane 2 (y, z); grid_sample's first coordinate is width.

@@ -94,41 +94,93 @@ def config_from_dict(raw: dict[str, Any]) -> TripoSRConfig:
     try:
         tokenizer = raw["tokenizer"]
         post = raw["post_processor"]
-        if tokenizer["num_channels"] != post["in_channels"]:
-            raise ModelLoadError("tokenizer.num_channels must equal post_processor.in_channels.")
-        return TripoSRConfig(
-            cond_image_size=int(raw["cond_image_size"]),
-            plane_size=int(tokenizer["plane_size"]),
-            num_channels=int(tokenizer["num_channels"]),
-            post_processor_out_channels=int(post["out_channels"]),
-            backbone=_pick(BackboneConfig, raw["backbone"]),
-            decoder=_pick(DecoderConfig, raw["decoder"]),
-            renderer=_pick(RendererConfig, raw.get("renderer", {})),
-            vit=_pick(ViTConfig, raw.get("vit") or {}),
+        config = TripoSRConfig(
+            cond_image_size=_coerce(raw["cond_image_size"], int, "cond_image_size"),
+            plane_size=_coerce(tokenizer["plane_size"], int, "tokenizer.plane_size"),
+            num_channels=_coerce(tokenizer["num_channels"], int, "tokenizer.num_channels"),
+            post_processor_out_channels=_coerce(post["out_channels"], int, "post_processor.out_channels"),
+            backbone=_pick(BackboneConfig, raw["backbone"], "backbone"),
+            decoder=_pick(DecoderConfig, raw["decoder"], "decoder"),
+            renderer=_pick(RendererConfig, raw.get("renderer") or {}, "renderer"),
+            vit=_pick(ViTConfig, raw.get("vit") or {}, "vit"),
         )
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelLoadError(f"The model configuration is incomplete or malformed ({error!r}).") from error
+        if _coerce(post["in_channels"], int, "post_processor.in_channels") != config.num_channels:
+            raise ValueError("post_processor.in_channels must equal tokenizer.num_channels")
+    except KeyError as error:
+        raise ModelLoadError(f"The model configuration is incomplete: it has no {error} entry.") from error
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f"The model configuration is malformed: {error}.") from error
+    check_supported(config)
+    return config
+
+
+def check_supported(config: TripoSRConfig) -> None:
+    """Refuse settings this implementation does not compute (upstream has a few more variants)."""
+    problems = []
+    if config.backbone.in_channels != config.num_channels:
+        problems.append("backbone.in_channels must equal tokenizer.num_channels")
+    if config.decoder.in_channels != 3 * config.post_processor_out_channels:
+        problems.append("decoder.in_channels must be 3 x post_processor.out_channels (concatenated planes)")
+    if config.renderer.feature_reduction != "concat":
+        problems.append(f"renderer.feature_reduction {config.renderer.feature_reduction!r} (only concat)")
+    if config.renderer.density_activation != "exp":
+        problems.append(f"renderer.density_activation {config.renderer.density_activation!r} (only exp)")
+    if config.decoder.activation != "silu":
+        problems.append(f"decoder.activation {config.decoder.activation!r} (only silu)")
+    if config.vit.hidden_act != "gelu":
+        problems.append(f"vit.hidden_act {config.vit.hidden_act!r} (only gelu)")
+    if config.vit.hidden_size % config.vit.num_attention_heads:
+        problems.append("vit.hidden_size must be a multiple of vit.num_attention_heads")
+    if problems:
+        raise ModelLoadError("The model configuration is not supported: " + "; ".join(problems) + ".")
 
 
 def resolve_interpolations(raw: dict[str, Any]) -> dict[str, Any]:
     """Replace values of the form `${a.b}` by the value at that dotted path (OmegaConf's syntax)."""
 
-    def lookup(dotted: str) -> Any:
+    def lookup(dotted: str, chain: tuple[str, ...]) -> Any:
+        if dotted in chain:
+            raise ModelLoadError(f"The model configuration's ${{{dotted}}} refers to itself.")
         node: Any = raw
         for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ModelLoadError(f"The model configuration refers to ${{{dotted}}}, which it does not define.")
             node = node[part]
-        return resolve(node)
+        return resolve(node, (*chain, dotted))
 
-    def resolve(node: Any) -> Any:
+    def resolve(node: Any, chain: tuple[str, ...] = ()) -> Any:
         if isinstance(node, dict):
-            return {key: resolve(value) for key, value in node.items()}
+            return {key: resolve(value, chain) for key, value in node.items()}
         if isinstance(node, str) and (match := _INTERPOLATION.match(node)):
-            return lookup(match.group(1))
+            return lookup(match.group(1), chain)
         return node
 
     return resolve(raw)
 
 
-def _pick(cls: type, values: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    return cls(**{key: value for key, value in values.items() if key in names})
+def _pick(cls: type, values: Any, section: str) -> Any:
+    """The dataclass `cls` from the keys it knows, each converted to the field's declared type."""
+    if not isinstance(values, dict):
+        raise TypeError(f"{section} must be a mapping")
+    known = {f.name: f.type for f in fields(cls)}
+    chosen = {key: value for key, value in values.items() if key in known}
+    return cls(**{key: _coerce(value, _TYPES[str(known[key])], f"{section}.{key}") for key, value in chosen.items()})
+
+
+# PyYAML follows YAML 1.1, where `1e-12` (no dot) is a string, so numbers are converted explicitly.
+_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _coerce(value: Any, kind: type, name: str) -> Any:
+    """`value` as `kind`, or a ValueError naming the setting (bools are never taken for numbers)."""
+    if kind is bool or kind is str:
+        if not isinstance(value, kind):
+            raise ValueError(f"{name} must be {'true or false' if kind is bool else 'text'}, not {value!r}")
+        return value
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a {'whole number' if kind is int else 'number'}, not {value!r}") from None
+    return number

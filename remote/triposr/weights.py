@@ -8,7 +8,9 @@ name or shape that differs from the published checkpoint is refused.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,11 +29,17 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         return name
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
         raise InvalidOptionError(f"device must be cpu or cuda (got {name!r}).")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu.")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidOptionError(
+                f"--device {name} was asked for, but PyTorch sees no CUDA GPU here; use --device cpu."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidOptionError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPUs here.")
+    return device
 
 
 def load_model(
@@ -71,14 +79,31 @@ def model_from_state_dict(
     """Assign a checkpoint's tensors to a TripoSR built on the meta device (strict names and shapes)."""
     with torch.device("meta"):
         model = TripoSR(config or load_config())
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as error:
+    problems = layout_differences(model.state_dict(), state)
+    if problems:
         raise ModelLoadError(
-            "The weights do not match TripoSR's published layout (names or shapes differ): "
-            f"{str(error).splitlines()[0]} Use the stabilityai/TripoSR checkpoint with its config.yaml."
-        ) from error
+            f"The weights do not match TripoSR's published layout ({problems}). Use the weights "
+            "together with the config.yaml they were published with (stabilityai/TripoSR)."
+        )
+    model.load_state_dict(state, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def layout_differences(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """What `strict=True` would refuse, in a few words: missing, unexpected and misshapen tensors."""
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    misshapen = [
+        f"{name} {tuple(state[name].shape)} instead of {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{len(names)} {label}: {', '.join(names[:shown])}{more}")
+    return "; ".join(parts)
 
 
 def read_state_dict(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
@@ -88,7 +113,7 @@ def read_state_dict(path: Path, device: torch.device) -> dict[str, torch.Tensor]
             from safetensors.torch import load_file
 
             return load_file(str(path), device=str(device))
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = _torch_load_weights(path)
     except Exception as error:  # corrupt or truncated files raise many different types
         raise ModelLoadError(
             f"Could not read the weights in {path} ({type(error).__name__}); the file is corrupt or "
@@ -96,9 +121,20 @@ def read_state_dict(path: Path, device: torch.device) -> dict[str, torch.Tensor]
         ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{path} does not hold a state dict of tensors.")
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict of tensors; it is not a TripoSR checkpoint.")
     return state
+
+
+def _torch_load_weights(path: Path) -> Any:
+    """`torch.load` with weights_only (never plain unpickling); memory-mapped when the file is in
+    torch's zip format, read whole when it is in the legacy format, which cannot be mapped."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def download_pinned(repo: str, revision: str, expected_sha256: dict[str, str]) -> tuple[Path, Path]:
@@ -121,11 +157,15 @@ def download_pinned(repo: str, revision: str, expected_sha256: dict[str, str]) -
 
 
 def verify_sha256(path: Path, expected: str) -> None:
+    """Streamed SHA-256 of `path` against the pinned value (the checkpoint is 1.7 GB)."""
     actual = file_digest(path, "sha256")
     if actual != expected:
+        # In the hub cache `path` is a link into blobs/; the blob is what has to be downloaded again.
+        stored = path.resolve()
         raise ModelLoadError(
-            f"{path} has SHA-256 {actual}, expected {expected}: the file is corrupt or another version. "
-            "Delete it (or the Hugging Face cache entry) and run again to download it afresh."
+            f"{path.name} has SHA-256 {actual}, expected {expected}: the file is corrupt or another "
+            f"version. Delete {stored}{'' if stored == path else f' and {path}'} and run again to "
+            "download it afresh."
         )
 
 
@@ -142,30 +182,41 @@ def _looks_like_repo(source: str) -> bool:
 
 
 def random_state_dict(
-    config: TripoSRConfig | None = None, seed: int = 0, decoder_gain: float = 1.0
+    config: TripoSRConfig | None = None,
+    seed: int = 0,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    decoder_gain: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Full-size random weights under the published names, scaled like PyTorch's default init.
 
-    With PyTorch's default scale the ten-layer field MLP loses its signal and the density comes out
-    nearly constant; `decoder_gain` (e.g. 3) scales the MLP's weights up so the field has structure.
+    Drawn on the CPU from `seed`, so one seed gives the same weights on every device. With PyTorch's
+    default scale the ten-layer field MLP loses its signal and the density comes out nearly
+    constant; `decoder_gain` (e.g. 3) scales the MLP's weights up so the field has structure.
     """
     with torch.device("meta"):
         shapes = {name: tensor.shape for name, tensor in TripoSR(config or load_config()).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in shapes.items():
-        if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "norm3.weight", "layernorm.weight",
-                          "layernorm_before.weight", "layernorm_after.weight")):
-            state[name] = torch.ones(shape)
+        if name.endswith(_NORM_WEIGHTS):
+            tensor = torch.ones(shape)
         elif len(shape) >= 2:
-            fan_in = math.prod(shape[1:]) if not name.endswith("upsample.weight") else shape[0]
-            bound = 1.0 / math.sqrt(fan_in)
-            if name.startswith("decoder."):
-                bound *= decoder_gain
-            state[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+            # ConvTranspose2d stores (in, out, k, k); with stride == kernel each output sees `in` inputs.
+            fan_in = shape[0] if name.endswith("upsample.weight") else math.prod(shape[1:])
+            bound = 1.0 / math.sqrt(fan_in) * (decoder_gain if name.startswith("decoder.") else 1.0)
+            tensor = (torch.rand(shape, generator=generator) * 2 - 1) * bound
         else:
-            state[name] = (torch.rand(shape, generator=generator) * 2 - 1) * 0.02
+            tensor = (torch.rand(shape, generator=generator) * 2 - 1) * 0.02
+        state[name] = tensor.to(device=device, dtype=dtype)
     return state
+
+
+_NORM_WEIGHTS = (
+    "norm.weight", "norm1.weight", "norm2.weight", "norm3.weight",
+    "layernorm.weight", "layernorm_before.weight", "layernorm_after.weight",
+)  # fmt: skip
 
 
 def build_random_model(
@@ -177,5 +228,5 @@ def build_random_model(
 ) -> TripoSR:
     """A full-size TripoSR with random weights (benchmarks' --random-weights; no download)."""
     config = config or load_config()
-    state = random_state_dict(config, seed, decoder_gain)
+    state = random_state_dict(config, seed, device=device, dtype=dtype, decoder_gain=decoder_gain)
     return model_from_state_dict(state, config, device=device, dtype=dtype)

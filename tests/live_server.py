@@ -1,10 +1,19 @@
 """Start the real server (`python -m remote.cli serve`, uvicorn) on 127.0.0.1 for tests.
 
-    with live_server(tmp_path) as url:
-        requests.get(url + "/v1/health")
+    from live_server import live_server
 
-It uses the tiny reference model and a tiny ONNX background-removal model, waits until
-`/v1/health` says "ready", and stops the process at the end.
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        with live_server(tmp_path_factory.mktemp("server"), token="t", queue_size=0) as url:
+            yield url                      # "http://127.0.0.1:<free port>"
+
+    requests.get(server + "/v1/health")
+
+It runs the tiny reference model (tests/fixtures/triposr_tiny) on the CPU with a tiny ONNX
+background-removal model built into `workdir`, waits until `/v1/health` says "ready" (unless
+`wait_ready=False`), and stops the process at the end (SIGTERM, then SIGKILL after 15 s). The URL it
+yields is a plain `str`; its `log_path` attribute names the server's log file (stdout and stderr).
+The server never sees an `IMAGE_TO_3D_TOKEN` from the caller's environment, only `token`.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,10 +35,17 @@ from tiny_u2net import build_tiny_u2net
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class ServerURL(str):
+    """The base URL of a running test server; `log_path` is where its output goes."""
+
+    log_path: Path
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -37,45 +53,66 @@ def live_server(
     workdir: Path,
     *,
     token: str | None = None,
+    max_body_bytes: int | None = None,
+    max_pixels: int | None = None,
+    queue_size: int | None = None,
     extra_args: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
     wait_ready: bool = True,
     timeout: float = 120.0,
-) -> Iterator[str]:
-    """Yield the base URL of a running server; its log is in workdir/server.log."""
+) -> Iterator[ServerURL]:
+    """Run `image-to-3d serve` with the tiny models until the block ends; yield its base URL.
+
+    token, max_body_bytes, max_pixels and queue_size set the server's; extra_args are more `serve`
+    flags; env adds environment variables. With wait_ready=False the URL comes as soon as the server
+    answers at all (its model may still be loading).
+    """
     onnx = workdir / "tiny_u2net.onnx"
     if not onnx.exists():
         build_tiny_u2net(onnx)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "IMAGE_TO_3D_TOKEN"}
-    if token is not None:
-        env["IMAGE_TO_3D_TOKEN"] = token
     command = [
         sys.executable, "-m", "remote.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--model", str(TINY_MODEL), "--device", "cpu", "--rembg-model", str(onnx), *(extra_args or []),
+        "--model", str(TINY_MODEL), "--device", "cpu", "--rembg-model", str(onnx),
     ]
-    log = open(workdir / f"server-{port}.log", "wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}: {(workdir / f'server-{port}.log').read_text()}")
-            try:
-                status = requests.get(url + "/v1/health", timeout=2).json()["status"]
-                if status == "ready" or not wait_ready:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready in time")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
+    limits = {"--max-body-bytes": max_body_bytes, "--max-pixels": max_pixels, "--queue-size": queue_size}
+    command += [part for flag, value in limits.items() if value is not None for part in (flag, str(value))]
+    command += extra_args or []
+    environment = {k: v for k, v in os.environ.items() if k != "IMAGE_TO_3D_TOKEN"}
+    environment.update(env or {})
+    if token is not None:
+        environment["IMAGE_TO_3D_TOKEN"] = token
+
+    url = ServerURL(f"http://127.0.0.1:{port}")
+    url.log_path = workdir / f"server-{port}.log"
+    with open(url.log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            _wait_until_up(process, url, wait_ready, timeout)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: ServerURL, wait_ready: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{url.log_path.read_text()}")
+        try:
+            health = requests.get(url + "/v1/health", timeout=2).json()
+        except requests.ConnectionError:
+            health = None
+        if health is not None:
+            if health["status"] == "ready" or not wait_ready:
+                return
+            if health["status"] == "error":
+                raise RuntimeError(f"the server's model failed to load: {health.get('error')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server was not ready within {timeout:.0f} s:\n{url.log_path.read_text()}")
+        time.sleep(0.1)

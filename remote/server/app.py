@@ -2,103 +2,73 @@
 
 The same app runs under `image-to-3d serve` (uvicorn) and on Modal (`@modal.asgi_app`). The model
 loads in a background thread so `/v1/health` answers at once ("loading", then "ready"). One job
-runs on the device at a time; a few more may wait; beyond that the answer is 503 with Retry-After.
+runs on the device at a time, a few more may wait, and beyond that the answer is 503 with
+Retry-After. The contract is written down in docs/api.md.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
-from typing import Any, AsyncIterator, Literal
+from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from remote.errors import ImageTo3DError
 from remote.pipeline import GenerateOptions, Pipeline
-from remote.server.settings import ServerSettings
+from remote.server.errors import ApiError, install_error_handlers
+from remote.server.jobs import JobGate, PipelineHolder
+from remote.server.middleware import RequestContextMiddleware
+from remote.server.settings import TOKEN_VARIABLE, ServerSettings
 
 log = logging.getLogger("image_to_3d.server")
 
 ACCEPTED_TYPES = ("image/png", "image/jpeg", "image/webp")
 GLB_TYPE = "model/gltf-binary"
+DRAIN_FACTOR = 2  # before an error answer, read and drop up to this many times the body limit
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "request_id": {"type": "string", "description": "only for 5xx answers"},
+            },
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
 
 
 def service_version() -> str:
+    """The installed package's version, which `/v1/health` reports."""
     try:
         return metadata.version("image-to-3d")
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
-class ApiError(Exception):
-    """An error answered as `{"error": {"code", "message"}}` with an HTTP status."""
+def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:
+    """Load the pipeline the settings describe, and open background removal before the first request."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+    def load() -> Pipeline:
+        pipeline = Pipeline.load(
+            model=settings.model, device=settings.device, rembg_model_path=settings.rembg_model,
+            max_pixels=settings.max_pixels, precision=settings.precision,
+        )
+        pipeline.remover.session()
+        return pipeline
 
-
-class PipelineHolder:
-    """The pipeline, loaded once in the background; its state is what `/v1/health` reports."""
-
-    def __init__(self, loader: Callable[[], Pipeline] | None, pipeline: Pipeline | None) -> None:
-        self.pipeline = pipeline
-        self.error: str | None = None
-        self._loader = loader
-        self._started = threading.Event()
-        if pipeline is not None:
-            self._started.set()
-
-    def start(self) -> None:
-        if self._started.is_set() or self._loader is None:
-            return
-        self._started.set()
-        threading.Thread(target=self._load, name="load-pipeline", daemon=True).start()
-
-    def _load(self) -> None:
-        assert self._loader is not None
-        try:
-            self.pipeline = self._loader()
-            log.info("model ready on %s", self.pipeline.info.get("device"))
-        except Exception as error:  # reported by /v1/health; the server keeps answering
-            self.error = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
-            log.exception("model failed to load")
-
-    @property
-    def status(self) -> str:
-        if self.pipeline is not None:
-            return "ready"
-        return "error" if self.error else "loading"
-
-
-class JobGate:
-    """One job on the device, at most `queue_size` waiting; the rest are turned away at once."""
-
-    def __init__(self, queue_size: int) -> None:
-        self.limit = 1 + max(0, queue_size)
-        self.active = 0
-        self._lock = threading.Lock()
-
-    def try_enter(self) -> bool:
-        with self._lock:
-            if self.active >= self.limit:
-                return False
-            self.active += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self.active -= 1
+    return load
 
 
 def create_app(
@@ -106,15 +76,16 @@ def create_app(
     pipeline_loader: Callable[[], Pipeline] | None = None,
     pipeline: Pipeline | None = None,
 ) -> FastAPI:
-    """The API around a pipeline that is given, or loaded by `pipeline_loader` (default: from settings)."""
+    """The API around `pipeline` (already loaded), or one that `pipeline_loader` returns (called
+    once, in a background thread, when the app starts), or else one loaded from `settings`.
+
+    A given pipeline keeps its own pixel limit; the loaders here pass `settings.max_pixels`.
+    """
     settings = settings or ServerSettings()
+    if pipeline is not None and pipeline_loader is not None:
+        raise ValueError("create_app takes a pipeline or a pipeline_loader, not both")
     if pipeline is None and pipeline_loader is None:
-        def pipeline_loader() -> Pipeline:
-            return Pipeline.load(
-                model=settings.model, device=settings.device,
-                rembg_model_path=settings.rembg_model, max_pixels=settings.max_pixels,
-                precision=settings.precision,
-            )
+        pipeline_loader = default_loader(settings)
     holder = PipelineHolder(pipeline_loader, pipeline)
     gate = JobGate(settings.queue_size)
 
@@ -130,21 +101,19 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.holder, app.state.gate, app.state.settings = holder, gate, settings
-    _install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, drain_limit=DRAIN_FACTOR * settings.max_body_bytes)
+    install_error_handlers(app, settings.retry_after_s)
+    # Header checks run before the query is validated and before any of the body is read. The token
+    # check is part of the route only when a token is configured, so the OpenAPI schema lists the
+    # bearer scheme exactly when it is required. (async: FastAPI runs sync ones in a thread.)
+    checks = [Depends(_token_check(settings.token))] if settings.token else []
+    checks += [Depends(_check_content_type), Depends(_size_check(settings.max_body_bytes))]
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        request.state.request_id = uuid.uuid4().hex[:16]
-        start = time.perf_counter()
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        log.info(
-            "%s %s %s %d %.0f ms", request.state.request_id, request.method, request.url.path,
-            response.status_code, (time.perf_counter() - start) * 1000,
-        )
-        return response
-
-    @app.get("/v1/health", summary="Is the model loaded? Cheap; never loads anything.")
+    @app.get(
+        "/v1/health",
+        summary="Is the model loaded? Cheap; never loads anything.",
+        responses={200: {"description": "status is loading, ready or error"}},
+    )
     async def health() -> dict[str, Any]:
         info = holder.pipeline.info if holder.pipeline is not None else {}
         body: dict[str, Any] = {
@@ -162,21 +131,15 @@ def create_app(
 
     @app.post(
         "/v1/generate",
-        summary="Image in (raw body), GLB out",
+        summary="Image in (the raw request body), GLB out",
+        description="The body is the image file; options are query parameters. See docs/api.md.",
         response_class=Response,
-        responses={
-            200: {"content": {GLB_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-                  "description": "The mesh as binary glTF; Server-Timing, X-Mesh-Vertices and X-Mesh-Faces headers."},
-            400: {"description": "Not an image, corrupt, or no object found"},
-            401: {"description": "Missing or wrong bearer token"},
-            413: {"description": "Body or decoded image too large"},
-            415: {"description": "Content-Type is not image/png, image/jpeg or image/webp"},
-            422: {"description": "An option is out of range"},
-            503: {"description": "Busy or still loading; retry after Retry-After seconds"},
-        },
+        dependencies=checks,
+        responses=_generate_responses(),
         openapi_extra={
             "requestBody": {
                 "required": True,
+                "description": "the image file itself (not a form), at most the server's body limit",
                 "content": {kind: {"schema": {"type": "string", "format": "binary"}} for kind in ACCEPTED_TYPES},
             }
         },
@@ -184,27 +147,27 @@ def create_app(
     async def generate(
         request: Request,
         resolution: int = Query(256, ge=32, le=512, description="marching-cubes grid size"),
-        threshold: float = Query(25.0, gt=0, le=1e6, description="density at the surface"),
-        foreground_ratio: float = Query(0.85, ge=0.5, le=1.0, description="share of the image side the object spans"),
-        remove_background: Literal["auto", "always", "never"] = Query("auto"),
+        threshold: float = Query(25.0, gt=0, allow_inf_nan=False, description="density at the surface"),
+        foreground_ratio: float = Query(
+            0.85, ge=0.5, le=1.0, description="share of the image side the object spans"
+        ),
+        remove_background: Literal["auto", "always", "never"] = Query(
+            "auto", description="auto: images with transparency keep it, others go through rembg"
+        ),
         target_faces: int | None = Query(None, ge=100, le=10_000_000, description="decimate to about N faces"),
     ) -> Response:
-        _check_token(request, settings.token)
-        _check_content_type(request)
-        body = await _read_body(request, settings.max_body_bytes)
         options = GenerateOptions(
             resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
             remove_background=remove_background, target_faces=target_faces,
         ).validate()
-        retry = {"Retry-After": str(settings.retry_after_s)}
-        if holder.pipeline is None:
-            if holder.error:
-                raise ApiError(500, "model_load_failed", f"The model failed to load: {holder.error}")
-            raise ApiError(503, "loading", "The model is still loading (the GPU is warming up); retry shortly.", retry)
+        _check_available(holder, gate, settings.retry_after_s)  # before taking the upload
+        body = await _read_body(request, settings.max_body_bytes)
+        current = holder.pipeline
+        assert current is not None  # _check_available saw it, and it is never unset
         if not gate.try_enter():
-            raise ApiError(503, "busy", "The server is busy with other requests; retry shortly.", retry)
+            raise _busy(settings.retry_after_s)
         try:
-            result = await run_in_threadpool(holder.pipeline.generate, body, options)
+            result = await run_in_threadpool(current.generate, body, options)
         finally:
             gate.leave()
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.timings.items())
@@ -221,82 +184,103 @@ def create_app(
     return app
 
 
-def _check_token(request: Request, token: str | None) -> None:
-    if token is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if not header:
-        raise ApiError(401, "unauthorized", "This server needs an access token: send 'Authorization: Bearer <token>'.",
-                       {"WWW-Authenticate": "Bearer"})
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise ApiError(401, "unauthorized", "The access token is wrong; check the token in your settings.",
-                       {"WWW-Authenticate": "Bearer"})
+def _token_check(token: str) -> Callable[..., Awaitable[None]]:
+    expected = token.encode()
+    scheme = HTTPBearer(auto_error=False, description=f"the server's {TOKEN_VARIABLE}")
+
+    async def check_token(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(scheme)
+    ) -> None:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if "authorization" not in request.headers:
+            raise ApiError(401, "unauthorized",
+                           "This server needs an access token: send 'Authorization: Bearer <token>'.", challenge)
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(401, "unauthorized",
+                           "The access token is wrong; check the token in your settings "
+                           "(the header must read 'Authorization: Bearer <token>').", challenge)
+
+    return check_token
 
 
-def _check_content_type(request: Request) -> None:
+async def _check_content_type(request: Request) -> None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ACCEPTED_TYPES:
-        raise ApiError(415, "unsupported_media_type",
-                       f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)} (got {kind or 'none'}); "
-                       "send the image file itself as the request body.")
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)} (got {kind or 'none'}); "
+            "send the PNG, JPEG or WebP file itself as the request body.",
+        )
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large",
+                    f"The request body is over the server's limit of {limit:,} bytes; send a smaller image "
+                    "(or raise the limit with --max-body-bytes).")
+
+
+def _size_check(limit: int) -> Callable[[Request], Awaitable[None]]:
+    async def check_declared_size(request: Request) -> None:
+        """Refuse from Content-Length alone, before any of the body is read."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+
+    return check_declared_size
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes whether or not Content-Length tells the truth."""
-    too_large = ApiError(413, "body_too_large", f"The request body is over the limit of {limit / 1e6:.0f} MB; send a smaller image.")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
+    """The body, counted while it streams: a chunked or lying client is stopped at `limit` bytes."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _error_response(request: Request, status: int, code: str, message: str,
-                    headers: dict[str, str] | None = None) -> JSONResponse:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if status >= 500:
-        error["request_id"] = getattr(request.state, "request_id", None)
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+def _busy(retry_after_s: int) -> ApiError:
+    return ApiError(503, "busy", "The server is busy with other requests; retry shortly.",
+                    {"Retry-After": str(retry_after_s)})
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return _error_response(request, error.status, error.code, error.message, error.headers)
+def _check_available(holder: PipelineHolder, gate: JobGate, retry_after_s: int) -> None:
+    if holder.pipeline is None:
+        if holder.error:
+            raise ApiError(500, "model_load_failed", f"The model failed to load: {holder.error}")
+        raise ApiError(503, "loading", "The model is still loading (the GPU is warming up); retry shortly.",
+                       {"Retry-After": str(retry_after_s)})
+    if gate.full:
+        raise _busy(retry_after_s)
 
-    @app.exception_handler(ImageTo3DError)
-    async def pipeline_error(request: Request, error: ImageTo3DError) -> JSONResponse:
-        headers = {"Retry-After": "10"} if error.status == 503 else None
-        return _error_response(request, error.status, error.code, error.message, headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'] if part != 'query')}: {issue['msg']}"
-            for issue in error.errors()
-        )
-        return _error_response(request, 422, "invalid_option", f"Invalid option: {problems}.")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        message = {
-            404: f"There is no {request.url.path}; the API is POST /v1/generate and GET /v1/health.",
-            405: f"{request.method} is not allowed on {request.url.path}; see docs/api.md.",
-        }.get(error.status_code, str(error.detail))
-        return _error_response(request, error.status_code, code, message)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", None)
-        log.exception("request %s failed with an internal error", request_id)
-        response = _error_response(request, 500, "internal_error",
-                                   f"Internal server error (request id {request_id}); please report it.")
-        response.headers["X-Request-ID"] = request_id or ""
-        return response
+def _generate_responses() -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of every answer of POST /v1/generate."""
+    error = {"application/json": {"schema": _ERROR_SCHEMA}}
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "The mesh as binary glTF.",
+            "content": {GLB_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {
+                "Server-Timing": {"description": "one `stage;dur=<ms>` entry per pipeline stage",
+                                  "schema": {"type": "string"}},
+                "X-Mesh-Vertices": {"description": "vertex count", "schema": {"type": "integer"}},
+                "X-Mesh-Faces": {"description": "triangle count", "schema": {"type": "integer"}},
+            },
+        },
+    }
+    for status, text in {
+        400: "Not an image, corrupt or truncated, or no object found (invalid_image, no_foreground)",
+        401: "Missing or wrong bearer token (unauthorized)",
+        413: "Body over the byte limit or image over the pixel limit (body_too_large, image_too_large)",
+        415: "Content-Type is not image/png, image/jpeg or image/webp (unsupported_media_type)",
+        422: "An option is out of range (invalid_option)",
+        500: "Our bug; the body carries the request id (internal_error, model_load_failed)",
+        503: "Busy, model still loading, or GPU out of memory; see Retry-After (busy, loading, gpu_out_of_memory)",
+    }.items():
+        responses[status] = {"description": text, "content": error}
+    retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+    responses[503]["headers"] = retry
+    return responses

@@ -1,4 +1,9 @@
-"""`image-to-3d serve`: run the HTTP API with uvicorn on this machine."""
+"""`image-to-3d serve`: run the HTTP API with uvicorn on this machine.
+
+Flags override the environment variables of `remote.server.settings`; a flag left out leaves the
+environment (or the built-in default) in charge. Without a token the server listens on loopback
+only: anyone who can reach the port could otherwise use the GPU.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +15,46 @@ import sys
 from remote.server.settings import TOKEN_VARIABLE, ServerSettings
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def add_serve_command(commands: argparse._SubParsersAction) -> None:
+def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `serve` on the `image-to-3d` command's subparsers."""
     from remote.cli import add_model_arguments
 
     serve = commands.add_parser(
         "serve",
         help="run the HTTP API the Blender add-on talks to",
-        description="Run the HTTP API (docs/api.md). Without IMAGE_TO_3D_TOKEN set it listens on "
-        "127.0.0.1 only; set the token to listen on other addresses.",
+        description=f"Run the HTTP API (docs/api.md). Without {TOKEN_VARIABLE} set it listens on "
+        "127.0.0.1 only; set the token to listen on other addresses. Flags override the "
+        "IMAGE_TO_3D_* environment variables.",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
     add_model_arguments(serve)
-    defaults = ServerSettings()
-    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
-    serve.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
-    serve.add_argument("--queue-size", type=int, default=defaults.queue_size,
-                       help="requests that may wait while one runs; more get 503 busy")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    serve.set_defaults(run=run_serve)
+    serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 20000000)")
+    serve.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 40000000)")
+    serve.add_argument("--queue-size", type=int,
+                       help="requests that may wait while one runs; more get 503 busy (default 4)")
+    serve.add_argument("--retry-after", type=int, dest="retry_after_s",
+                       help="seconds a 503 answer tells the client to wait (default 5)")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    # None marks "not given" so the environment applies (add_model_arguments has its own defaults).
+    serve.set_defaults(run=run_serve, model=None, device=None, rembg_model=None, exact=None)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """ServerSettings from the environment, with the flags that were given in place."""
+    return ServerSettings.with_overrides({
+        "model": args.model,
+        "device": args.device,
+        "rembg_model": str(args.rembg_model) if args.rembg_model else None,
+        "precision": "float32" if args.exact else None,
+        "max_body_bytes": args.max_body_bytes,
+        "max_pixels": args.max_pixels,
+        "queue_size": args.queue_size,
+        "retry_after_s": args.retry_after_s,
+    })
 
 
 def is_loopback(host: str) -> bool:
@@ -43,28 +67,27 @@ def is_loopback(host: str) -> bool:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Check the settings, say how the server is reachable, then run uvicorn until interrupted."""
     import uvicorn
 
     from remote.server.app import create_app
 
-    settings = ServerSettings(
-        model=args.model,
-        device=args.device,
-        rembg_model=str(args.rembg_model) if args.rembg_model else None,
-        max_body_bytes=args.max_body_bytes,
-        max_pixels=args.max_pixels,
-        queue_size=args.queue_size,
-        precision="float32" if args.exact else "auto",
-    )
+    settings = settings_from_args(args)
     if settings.token is None and not is_loopback(args.host):
         print(
-            f"error: refusing to listen on {args.host} without an access token; set {TOKEN_VARIABLE} "
-            "or use --host 127.0.0.1.",
+            f"error: refusing to listen on {args.host} without an access token: anyone who can reach it "
+            f"could use this machine. Set {TOKEN_VARIABLE} to a secret, or use --host 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    auth = "token required" if settings.token else f"no token ({TOKEN_VARIABLE} unset): loopback only"
+    if settings.token:
+        auth = f"token required ({TOKEN_VARIABLE} is set)"
+        if not is_loopback(args.host):
+            auth += "; plain HTTP sends it readable on the network, so put TLS in front of this port"
+    else:
+        auth = f"no token ({TOKEN_VARIABLE} unset): listening on loopback only"
     print(f"image-to-3d serving on http://{args.host}:{args.port} ({auth}); model {settings.model}", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    # access_log off: the app logs one line per request itself, with its request id.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

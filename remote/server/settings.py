@@ -1,32 +1,87 @@
-"""Server settings: from `image-to-3d serve` flags, falling back to environment variables.
+"""Server settings: environment variables, overridden by `image-to-3d serve` flags.
 
 The environment is what Modal (and containers generally) configure; the token in particular comes
-from `IMAGE_TO_3D_TOKEN`, which on Modal is a `modal.Secret`.
+only from `IMAGE_TO_3D_TOKEN` (on Modal a `modal.Secret`), never from a flag, so it does not show up
+in process listings or shell history. docs/api.md lists every variable.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from remote.errors import ImageTo3DError
+
 TOKEN_VARIABLE = "IMAGE_TO_3D_TOKEN"
+DEFAULT_MODEL = "stabilityai/TripoSR"
+PRECISIONS = ("auto", "fast", "float32")
+
+# field name -> environment variable; the token is read separately (see TOKEN_VARIABLE).
+ENVIRONMENT = {
+    "model": "IMAGE_TO_3D_MODEL",
+    "device": "IMAGE_TO_3D_DEVICE",
+    "rembg_model": "IMAGE_TO_3D_REMBG_MODEL",
+    "precision": "IMAGE_TO_3D_PRECISION",
+    "max_body_bytes": "IMAGE_TO_3D_MAX_BODY_BYTES",
+    "max_pixels": "IMAGE_TO_3D_MAX_PIXELS",
+    "queue_size": "IMAGE_TO_3D_QUEUE_SIZE",
+    "retry_after_s": "IMAGE_TO_3D_RETRY_AFTER",
+}
+
+
+class SettingsError(ImageTo3DError):
+    """A server setting (flag or environment variable) has a value the server cannot use."""
+
+    code = "invalid_setting"
+    status = 500
+
+
+def _env_text(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
 
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        return int(value.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number (got {value!r}); fix or unset it.") from None
 
 
 @dataclass
 class ServerSettings:
-    """Everything the app needs besides the pipeline; every limit is configurable."""
+    """Everything the app needs besides the pipeline. `ServerSettings()` reads the environment;
+    keyword arguments (the CLI's flags) take precedence. Every limit is configurable."""
 
-    model: str = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_MODEL", "stabilityai/TripoSR"))
-    device: str | None = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_DEVICE") or None)
-    rembg_model: str | None = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_REMBG_MODEL") or None)
-    precision: str = field(default_factory=lambda: os.environ.get("IMAGE_TO_3D_PRECISION", "auto"))
-    token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_VARIABLE) or None, repr=False)
-    max_body_bytes: int = field(default_factory=lambda: _env_int("IMAGE_TO_3D_MAX_BODY_BYTES", 20_000_000))
-    max_pixels: int = field(default_factory=lambda: _env_int("IMAGE_TO_3D_MAX_PIXELS", 40_000_000))
-    queue_size: int = field(default_factory=lambda: _env_int("IMAGE_TO_3D_QUEUE_SIZE", 4))
-    retry_after_s: int = field(default_factory=lambda: _env_int("IMAGE_TO_3D_RETRY_AFTER", 5))
+    model: str = field(default_factory=lambda: _env_text(ENVIRONMENT["model"], DEFAULT_MODEL) or DEFAULT_MODEL)
+    device: str | None = field(default_factory=lambda: _env_text(ENVIRONMENT["device"]))
+    rembg_model: str | None = field(default_factory=lambda: _env_text(ENVIRONMENT["rembg_model"]))
+    precision: str = field(default_factory=lambda: _env_text(ENVIRONMENT["precision"], "auto") or "auto")
+    token: str | None = field(default_factory=lambda: _env_text(TOKEN_VARIABLE), repr=False)
+    max_body_bytes: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_body_bytes"], 20_000_000))
+    max_pixels: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_pixels"], 40_000_000))
+    queue_size: int = field(default_factory=lambda: _env_int(ENVIRONMENT["queue_size"], 4))
+    retry_after_s: int = field(default_factory=lambda: _env_int(ENVIRONMENT["retry_after_s"], 5))
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            self.token = self.token.strip() or None
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
+        minimums = {"max_body_bytes": 1, "max_pixels": 1, "queue_size": 0, "retry_after_s": 1}
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if value < minimum:
+                raise SettingsError(
+                    f"{name} must be at least {minimum} (got {value}); check the `serve` flag or "
+                    f"{ENVIRONMENT[name]}."
+                )
+
+    @classmethod
+    def with_overrides(cls, overrides: Mapping[str, object]) -> "ServerSettings":
+        """The environment's settings with the given values (e.g. flags) in place; None means
+        "not given", so the environment (or the built-in default) applies."""
+        return cls(**{name: value for name, value in overrides.items() if value is not None})  # type: ignore[arg-type]

@@ -1,84 +1,132 @@
-"""Load test: N concurrent requests against a running server; throughput, latency, outcomes.
+"""Load test: N requests, C at a time (threads), against a running server; throughput, latency, outcomes.
 
     uv run image-to-3d serve --port 8000 &
     uv run python benchmarks/load.py --url http://127.0.0.1:8000 --requests 40 --concurrency 8
 
-Busy answers (503) are expected when more requests arrive than the queue holds; crashes (other
-5xx) and lost requests (connection errors, timeouts) are not. Only loopback URLs are sensible here.
+Busy answers (503 busy/loading) are expected when more requests arrive than the queue holds; other
+errors, connection failures and timeouts are not. Each request is one of: ok (200 and a GLB),
+busy, error (any other HTTP answer, counted by status and code), connection_failed, timeout.
+Latency percentiles are over the ok answers; throughput is ok answers per second of wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
-def one_request(url: str, body: bytes, params: dict, token: str | None, timeout: float) -> tuple[str, float]:
-    headers = {"Content-Type": "image/png"}
+@dataclass
+class Outcome:
+    kind: str  # ok | busy | error | connection_failed | timeout
+    seconds: float
+    detail: str = ""  # for errors: "<status> <code>"
+
+
+def one_request(url: str, body: bytes, content_type: str, params: dict[str, Any], token: str | None,
+                timeout: float) -> Outcome:
+    headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     start = time.perf_counter()
     try:
         response = requests.post(url + "/v1/generate", data=body, params=params, headers=headers, timeout=timeout)
-    except requests.RequestException:
-        return "lost", time.perf_counter() - start
+    except requests.Timeout:
+        return Outcome("timeout", time.perf_counter() - start)
+    except requests.ConnectionError as error:
+        return Outcome("connection_failed", time.perf_counter() - start, type(error).__name__)
     elapsed = time.perf_counter() - start
-    if response.status_code == 200:
-        return "ok", elapsed
-    if response.status_code == 503:
-        return "busy", elapsed
-    return f"http_{response.status_code}", elapsed
+    if response.status_code == 200 and response.content[:4] == b"glTF":
+        return Outcome("ok", elapsed)
+    code = _error_code(response)
+    if response.status_code == 503 and code in ("busy", "loading"):
+        return Outcome("busy", elapsed, code)
+    return Outcome("error", elapsed, f"{response.status_code} {code}")
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "not-json" if response.status_code != 200 else "not-a-glb"
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least `fraction` of values at or below it."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(len(sorted_values) * fraction))
+    return sorted_values[rank - 1]
+
+
+def summarise(outcomes: list[Outcome], wall: float, requests_sent: int, concurrency: int) -> dict[str, Any]:
+    counts = {kind: 0 for kind in ("ok", "busy", "error", "connection_failed", "timeout")}
+    errors: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.kind] += 1
+        if outcome.kind == "error":
+            errors[outcome.detail] = errors.get(outcome.detail, 0) + 1
+    ok = sorted(o.seconds for o in outcomes if o.kind == "ok")
+    busy = sorted(o.seconds for o in outcomes if o.kind == "busy")
+    return {
+        "requests": requests_sent,
+        "concurrency": concurrency,
+        "wall_s": round(wall, 3),
+        "throughput_ok_per_s": round(len(ok) / wall, 3) if wall > 0 else None,
+        "latency_ok_s": {"p50": percentile(ok, 0.5), "p95": percentile(ok, 0.95),
+                         "mean": statistics.fmean(ok) if ok else None},
+        "latency_busy_s": {"p50": percentile(busy, 0.5), "p95": percentile(busy, 0.95)},
+        "outcomes": counts,
+        "errors": errors,
+        "lost": counts["connection_failed"] + counts["timeout"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
-    parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (default local)")
+    parser.add_argument("--image", type=Path, default=ROOT / "tests/fixtures/examples/chair.png")
+    parser.add_argument("--requests", type=int, default=40, help="how many requests in all")
+    parser.add_argument("--concurrency", type=int, default=8, help="how many in flight at once")
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--token", default=None, help="bearer token, if the server needs one")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args()
 
-    body = Path(args.image).read_bytes()
+    body = args.image.read_bytes()
+    content_type = CONTENT_TYPES.get(args.image.suffix.lower(), "image/png")
     params = {"resolution": args.resolution}
+    url = args.url.rstrip("/")
     start = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:
-        results = list(pool.map(
-            lambda _: one_request(args.url, body, params, args.token, args.timeout), range(args.requests)
+        outcomes = list(pool.map(
+            lambda _: one_request(url, body, content_type, params, args.token, args.timeout),
+            range(args.requests),
         ))
-    wall = time.perf_counter() - start
-    outcomes: dict[str, int] = {}
-    for outcome, _ in results:
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    ok = sorted(seconds for outcome, seconds in results if outcome == "ok")
-    report = {
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "wall_s": wall,
-        "throughput_ok_per_s": len(ok) / wall,
-        "p50_s": statistics.median(ok) if ok else None,
-        "p95_s": ok[min(len(ok) - 1, int(0.95 * len(ok)))] if ok else None,
-        "outcomes": outcomes,
-    }
-    print(f"{args.requests} requests, {args.concurrency} at a time, {wall:.1f} s")
-    print(f"ok {outcomes.get('ok', 0)}, busy {outcomes.get('busy', 0)}, lost {outcomes.get('lost', 0)}, "
-          f"other {sum(v for k, v in outcomes.items() if k.startswith('http_'))}")
-    if ok:
-        print(f"throughput {report['throughput_ok_per_s']:.2f} GLB/s; latency p50 {report['p50_s']:.2f} s, "
-              f"p95 {report['p95_s']:.2f} s")
+    report = summarise(outcomes, time.perf_counter() - start, args.requests, args.concurrency)
     if args.json:
         print(json.dumps(report))
+        return
+    counts, ok_latency = report["outcomes"], report["latency_ok_s"]
+    print(f"{args.requests} requests, {args.concurrency} at a time, resolution {args.resolution}: "
+          f"{report['wall_s']:.1f} s")
+    print(f"ok {counts['ok']}, busy {counts['busy']}, other errors {counts['error']} {report['errors'] or ''}, "
+          f"connection failures {counts['connection_failed']}, timeouts {counts['timeout']}")
+    if counts["ok"]:
+        print(f"throughput {report['throughput_ok_per_s']:.2f} GLB/s; latency p50 {ok_latency['p50']:.2f} s, "
+              f"p95 {ok_latency['p95']:.2f} s")
 
 
 if __name__ == "__main__":

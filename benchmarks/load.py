@@ -122,7 +122,8 @@ def main() -> None:
     counts, ok_latency = report["outcomes"], report["latency_ok_s"]
     print(f"{args.requests} requests, {args.concurrency} at a time, resolution {args.resolution}: "
           f"{report['wall_s']:.1f} s")
-    print(f"ok {counts['ok']}, busy {counts['busy']}, other errors {counts['error']} {report['errors'] or ''}, "
+    by_code = f" {report['errors']}" if report["errors"] else ""
+    print(f"ok {counts['ok']}, busy {counts['busy']}, other errors {counts['error']}{by_code}, "
           f"connection failures {counts['connection_failed']}, timeouts {counts['timeout']}")
     if counts["ok"]:
         print(f"throughput {report['throughput_ok_per_s']:.2f} GLB/s; latency p50 {ok_latency['p50']:.2f} s, "

@@ -134,13 +134,14 @@ class Service:
         from concurrent.futures import ThreadPoolExecutor
 
         from remote import warm_start
+        from remote.server.settings import ServerSettings
         from remote.weights_cache import TRIPOSR_REPO, TRIPOSR_REVISION
 
         model, self.cpu_model = self.cpu_model, None
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-pipeline")
         self.pipeline: Future[Pipeline] = self.loader.submit(
             warm_start.finish_on_device, model, device="cuda", rembg_model_path=U2NET_PATH,
-            model_source=TRIPOSR_REPO, revision=TRIPOSR_REVISION,
+            model_source=TRIPOSR_REPO, revision=TRIPOSR_REVISION, max_pixels=ServerSettings().max_pixels,
         )
 
     @modal.asgi_app()

@@ -138,10 +138,14 @@ class Service:
         from remote.weights_cache import TRIPOSR_REPO, TRIPOSR_REVISION
 
         model, self.cpu_model = self.cpu_model, None
+        if model is None:
+            raise RuntimeError("the snapshot holds no model: load_on_cpu did not run before start_on_gpu")
+        settings = ServerSettings()  # IMAGE_TO_3D_* variables, e.g. extra keys of the secret
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-pipeline")
         self.pipeline: Future[Pipeline] = self.loader.submit(
             warm_start.finish_on_device, model, device="cuda", rembg_model_path=U2NET_PATH,
-            model_source=TRIPOSR_REPO, revision=TRIPOSR_REVISION, max_pixels=ServerSettings().max_pixels,
+            model_source=TRIPOSR_REPO, revision=TRIPOSR_REVISION,
+            max_pixels=settings.max_pixels, precision=settings.precision,
         )
 
     @modal.asgi_app()
@@ -182,7 +186,8 @@ def main(
 
     try:
         options = GenerateOptions(
-            resolution, threshold, foreground_ratio, remove_background, target_faces
+            resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
+            remove_background=remove_background, target_faces=target_faces,
         ).validate()
         result = Service().generate.remote(source.read_bytes(), dataclasses.asdict(options))
     except ImageTo3DError as error:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from remote.pipeline import Pipeline
+from remote.errors import InvalidOptionError
+from remote.pipeline import PRECISIONS, Pipeline
 from remote.preprocess import BackgroundRemover
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
@@ -33,16 +34,20 @@ def finish_on_device(
     model_source: str,
     revision: str | None,
     max_pixels: int | None = 40_000_000,
+    precision: str = "auto",
 ) -> Pipeline:
     """The quick half: move `model` to `device` (CUDA when present if None) and build the Pipeline.
 
     `model_source` and `revision` are what the pipeline reports (e.g. in `/v1/health`): the hub
-    repository and commit the local files were verified against.
+    repository and commit the local files were verified against. `precision` means what it means
+    for `Pipeline.load` ("auto": reduced precision on CUDA; "float32": the exact, dense path).
     """
+    if precision not in PRECISIONS:
+        raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
     torch_device = resolve_device(device)
     model = model.to(torch_device)
-    if torch_device.type == "cuda":
-        model.use_fast_precision()  # the same default fast path as Pipeline.load on CUDA
+    if precision == "fast" or (precision == "auto" and torch_device.type == "cuda"):
+        model.use_fast_precision()
     remover = BackgroundRemover(rembg_model_path)
     remover.session()  # open ONNX Runtime (and its CUDA provider) now, not on the first request
     return Pipeline(
@@ -52,4 +57,5 @@ def finish_on_device(
         model_source=model_source,
         revision=revision,
         max_pixels=max_pixels,
+        exact=precision == "float32",
     )

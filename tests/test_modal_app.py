@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from remote.errors import ImageTo3DError, ModelLoadError
+from remote.errors import ImageTo3DError, InvalidOptionError, ModelLoadError
 from remote.weights_cache import PinnedFile, fetch_pinned, is_verified, prepare_weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -388,3 +388,44 @@ def test_modal_run_refuses_a_missing_image_before_waking_a_gpu(tmp_path: Path) -
         entrypoint(str(tmp_path / "missing.png"), str(tmp_path / "out.glb"))
     with pytest.raises(SystemExit, match=r"must end in \.glb"):
         entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.obj"))
+    with pytest.raises(SystemExit, match="resolution must be between 32 and 512"):
+        entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.glb"), resolution=8)
+    assert not (tmp_path / "out.glb").exists()
+
+
+# --- the GPU half honours the server's precision setting (run here on the CPU) --------------------
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype", "extraction"),
+    [("auto", "float32", "band"), ("fast", "bfloat16", "band"), ("float32", "float32", "dense")],
+)
+def test_finish_on_device_applies_the_precision_setting(
+    tmp_path: Path, precision: str, dtype: str, extraction: str
+) -> None:
+    from conftest import TINY_MODEL
+    from tiny_u2net import build_tiny_u2net
+
+    from remote import warm_start
+
+    pipeline = warm_start.finish_on_device(
+        warm_start.load_on_cpu(TINY_MODEL), device="cpu",
+        rembg_model_path=build_tiny_u2net(tmp_path / "u2net.onnx"),
+        model_source="stabilityai/TripoSR", revision="abc123", max_pixels=1234, precision=precision,
+    )
+
+    assert pipeline.info["precision"] == dtype and pipeline.info["extraction"] == extraction
+    assert pipeline.max_pixels == 1234
+
+
+def test_finish_on_device_refuses_an_unknown_precision(tmp_path: Path) -> None:
+    from conftest import TINY_MODEL
+
+    from remote import warm_start
+
+    with pytest.raises(InvalidOptionError, match="precision must be one of auto, fast, float32"):
+        warm_start.finish_on_device(
+            warm_start.load_on_cpu(TINY_MODEL), device="cpu", rembg_model_path=None,
+            model_source="stabilityai/TripoSR", revision=None, precision="half",
+        )
+

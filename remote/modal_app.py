@@ -75,7 +75,7 @@ def build_image(requirements: list[str]) -> modal.Image:
     """CUDA devel base (nvcc for torchmcubes), pinned packages, weights baked in, `remote` added last."""
     cmake_prefix = "$(python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
     check_cuda_build = (
-        "python -c 'import torch, torchmcubes_module as m; "
+        "python -c 'import torch, torchmcubes, torchmcubes_module as m; "
         'assert hasattr(m, "mcubes_cuda"), "torchmcubes was built without CUDA"\''
     )
     weights_step_sources = ("__init__.py", "errors.py", "weights_cache.py")

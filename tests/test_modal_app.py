@@ -429,3 +429,22 @@ def test_finish_on_device_refuses_an_unknown_precision(tmp_path: Path) -> None:
             model_source="stabilityai/TripoSR", revision=None, precision="half",
         )
 
+
+
+def test_the_weights_step_runs_with_only_its_three_copied_modules(tmp_path: Path) -> None:
+    """What the image build does: those files alone, the standard library, no site-packages."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("__init__.py", "errors.py", "weights_cache.py"):
+        (tmp_path / "remote").mkdir(exist_ok=True)
+        shutil.copy(REPO_ROOT / "remote" / name, tmp_path / "remote" / name)
+
+    completed = subprocess.run(
+        [sys.executable, "-S", "-m", "remote.weights_cache", "--help"],
+        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "FOLDER" in completed.stdout

@@ -96,11 +96,15 @@ def build_image(requirements: list[str]) -> modal.Image:
         image = image.add_local_file(REPO_ROOT / "remote" / name, f"{BUILD_SRC_DIR}/remote/{name}", copy=True)
     return (
         image.run_commands(f"PYTHONPATH={BUILD_SRC_DIR} python -m remote.weights_cache {WEIGHTS_DIR}")
-        .env({"U2NET_HOME": WEIGHTS_DIR, "HF_HUB_OFFLINE": "1"})  # nothing downloads in a container
+        .env({"U2NET_HOME": WEIGHTS_DIR, "HF_HUB_OFFLINE": "1",  # nothing downloads in a container
+              "IMAGE_TO_3D_VERSION": PACKAGE_VERSION})  # /v1/health's version: the source is not pip-installed
         .add_local_python_source("remote", ignore=SOURCE_IGNORE)
     )
 
 
+PACKAGE_VERSION = (
+    tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"] if modal.is_local() else ""
+)
 # pyproject.toml is only on the deploying machine; inside a container the image is already built.
 image = build_image(pinned_requirements(REPO_ROOT / "pyproject.toml") if modal.is_local() else [])
 app = modal.App(APP_NAME)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -50,11 +51,12 @@ _ERROR_SCHEMA = {
 
 
 def service_version() -> str:
-    """The installed package's version, which `/v1/health` reports."""
+    """The installed package's version, which `/v1/health` reports; where the source is added
+    without installing it (the Modal image), IMAGE_TO_3D_VERSION says it."""
     try:
         return metadata.version("image-to-3d")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        return os.environ.get("IMAGE_TO_3D_VERSION", "unknown")
 
 
 def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:

@@ -35,6 +35,7 @@ def register() -> None:
 
 
 def unregister() -> None:
+    operators.cancel_running_job()
     bpy.types.VIEW3D_MT_add.remove(operators.menu_entry)  # type: ignore[arg-type]
     delattr(bpy.types.Scene, "image_to_3d")
     _unregister_classes()

@@ -1,18 +1,24 @@
 """GLB bytes -> one mesh object at the 3D cursor, or nothing at all.
 
-Blender's glTF importer may add more than the mesh (empties, extra materials or images); everything
-it created besides our object is removed, and if anything fails, everything it created is removed
-and the selection is restored, so a failure leaves the scene as it was.
+Blender's glTF importer may add more than the mesh (a parent empty, a collection for the glTF
+scene, extra materials or images); everything it created besides our object, its mesh and its
+material is removed. If anything fails, everything it created is removed and the selection is
+restored, so a failure leaves the scene as it was. The temporary .glb is always deleted.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 import bpy
 
-TRACKED = ("objects", "meshes", "materials", "images", "textures", "node_groups", "collections", "actions")
+# Data-block kinds the importer can create, in an order that is safe to remove them in.
+TRACKED = ("objects", "collections", "meshes", "materials", "node_groups", "textures", "images", "actions")
+# Importer options, where this Blender's importer has them: no scene custom properties, and no
+# selection games (we select the result ourselves).
+IMPORT_OPTIONS = {"import_shading": "SMOOTH", "import_scene_extras": False, "import_select_created_objects": False}
 
 
 def _snapshot() -> dict[str, set[int]]:
@@ -20,30 +26,37 @@ def _snapshot() -> dict[str, set[int]]:
 
 
 def _created_since(before: dict[str, set[int]]) -> dict[str, list[bpy.types.ID]]:
-    return {
-        kind: [block for block in getattr(bpy.data, kind) if block.as_pointer() not in before[kind]]
-        for kind in TRACKED
-    }
+    return {kind: [b for b in getattr(bpy.data, kind) if b.as_pointer() not in before[kind]] for kind in TRACKED}
 
 
-def _remove(blocks: dict[str, list[bpy.types.ID]], keep: set[int] = frozenset()) -> None:  # type: ignore[assignment]
-    for kind in ("objects", "collections", "meshes", "materials", "node_groups", "textures", "images", "actions"):
+def _remove(blocks: dict[str, list[bpy.types.ID]], keep: frozenset[int] = frozenset()) -> None:
+    for kind in TRACKED:
         collection = getattr(bpy.data, kind)
         for block in blocks[kind]:
-            if block.as_pointer() not in keep and block.name in collection:
+            if block.as_pointer() not in keep:
                 collection.remove(block)
+
+
+def _gltf_importer() -> Any:
+    """bpy.ops.import_scene.gltf, typed loosely: its options differ between Blender releases."""
+    return bpy.ops.import_scene.gltf
+
+
+def _import_options() -> dict[str, object]:
+    available = _gltf_importer().get_rna_type().properties.keys()
+    return {name: value for name, value in IMPORT_OPTIONS.items() if name in available}
 
 
 def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.Object:
     """Import `glb` as one object named `name`, at the 3D cursor, selected and active."""
     before = _snapshot()
     previous_active = context.view_layer.objects.active
-    previous_selection = [o for o in context.scene.objects if o.select_get()]
+    previous_selection = [o for o in _view_layer_objects(context) if o.select_get()]
     handle, path = tempfile.mkstemp(suffix=".glb", prefix="image_to_3d_")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(glb)
-        result = bpy.ops.import_scene.gltf(filepath=path)
+        result = _gltf_importer()(filepath=path, **_import_options())
         if "FINISHED" not in result:
             raise RuntimeError("Blender's glTF importer could not read the mesh the server sent.")
         created = _created_since(before)
@@ -54,8 +67,9 @@ def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.O
         _finish_object(context, obj, name)
         keep = {obj.as_pointer(), obj.data.as_pointer()}
         keep |= {slot.material.as_pointer() for slot in obj.material_slots if slot.material}
-        _remove(created, keep)
-        for other in context.scene.objects:
+        keep |= {image.as_pointer() for image in _images_used(obj)}
+        _remove(created, frozenset(keep))
+        for other in _view_layer_objects(context):
             other.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
@@ -63,7 +77,7 @@ def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.O
     except BaseException:
         _remove(_created_since(before))
         for other in previous_selection:
-            if other.name in bpy.data.objects:
+            if other.name in context.view_layer.objects:
                 other.select_set(True)
         context.view_layer.objects.active = previous_active
         raise
@@ -72,37 +86,61 @@ def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.O
             os.remove(path)
 
 
+def _view_layer_objects(context: bpy.types.Context) -> list[bpy.types.Object]:
+    """The view layer's objects; a script that just removed objects may leave empty (None) entries."""
+    return [o for o in context.view_layer.objects if o is not None]
+
+
 def _finish_object(context: bpy.types.Context, obj: bpy.types.Object, name: str) -> None:
+    """Unparented, in the active collection, at the cursor, smooth, named after the image."""
     world = obj.matrix_world.copy()
     obj.parent = None
     obj.matrix_world = world
+    for collection in list(obj.users_collection):
+        collection.objects.unlink(obj)
+    context.collection.objects.link(obj)
     obj.name = name
     obj.data.name = name
     obj.location = context.scene.cursor.location
     obj.data.shade_smooth()
-    if obj.users_collection and context.collection not in obj.users_collection:
-        for collection in list(obj.users_collection):
-            collection.objects.unlink(obj)
-        context.collection.objects.link(obj)
-    ensure_vertex_color_material(obj)
+    material = ensure_vertex_color_material(obj)
+    material.name = name
+
+
+def _images_used(obj: bpy.types.Object) -> list[bpy.types.Image]:
+    """Images the kept material shows (none today: the server's material is plain white)."""
+    images = []
+    for slot in obj.material_slots:
+        if slot.material and slot.material.node_tree:
+            images += [n.image for n in slot.material.node_tree.nodes if isinstance(n, bpy.types.ShaderNodeTexImage) and n.image]
+    return images
 
 
 def ensure_vertex_color_material(obj: bpy.types.Object) -> bpy.types.Material:
     """A material whose Base Color is the mesh's colour attribute (Material Preview, EEVEE, Cycles)."""
     mesh = obj.data
-    attribute = mesh.color_attributes.active_color or (mesh.color_attributes[0] if mesh.color_attributes else None)
+    attributes = mesh.color_attributes
+    attribute = attributes.active_color or (attributes[0] if len(attributes) else None)
+    if attribute is not None:
+        attributes.active_color = attribute  # what Solid view's "Attribute" colour shows
+        attributes.render_color_index = attributes.find(attribute.name)
     material = obj.active_material
     if material is None:
         material = bpy.data.materials.new(obj.name)
         mesh.materials.append(material)
-    material.use_nodes = True
+    if material.node_tree is None:
+        material.use_nodes = True  # already true for new and imported materials in 5.0, where it is deprecated
     tree = material.node_tree
     principled = next((n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
     if principled is None:
         principled = tree.nodes.new("ShaderNodeBsdfPrincipled")
-        output = next((n for n in tree.nodes if n.type == "OUTPUT_MATERIAL"), None) or tree.nodes.new("ShaderNodeOutputMaterial")
+        output = next((n for n in tree.nodes if n.type == "OUTPUT_MATERIAL"), None)
+        output = output or tree.nodes.new("ShaderNodeOutputMaterial")
         tree.links.new(principled.outputs["BSDF"], output.inputs["Surface"])
     base = principled.inputs["Base Color"]
+    for node in tree.nodes:  # the importer's own node names no attribute ("the default one"): name ours
+        if isinstance(node, bpy.types.ShaderNodeVertexColor) and not node.layer_name and attribute is not None:
+            node.layer_name = attribute.name
     if attribute is not None and not base.is_linked:
         node = tree.nodes.new("ShaderNodeVertexColor")
         node.layer_name = attribute.name

@@ -9,6 +9,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import FloatProperty, StringProperty
 
+from .client import is_loopback
+
 PACKAGE = __package__ or "image_to_3d"
 
 
@@ -39,6 +41,8 @@ class ImageTo3DPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "endpoint")
         layout.prop(self, "token")
         layout.prop(self, "timeout")
+        if not bpy.app.online_access and not is_loopback(self.endpoint):
+            layout.label(text="Online access is off: enable it in System > Network for this endpoint", icon="ERROR")
         layout.operator("image_to_3d.test_connection", icon="URL")
 
 

@@ -42,15 +42,13 @@ class ImageTo3DSettings(bpy.types.PropertyGroup):
     )
     target_faces: IntProperty(  # type: ignore[valid-type]
         name="Target faces",
-        description="Decimate the mesh to about this many faces (0: keep all)",
+        description="Decimate the mesh to about this many faces (0: keep all; the server accepts 100 or more)",
         default=0,
         min=0,
         max=10_000_000,
     )
-    # Shown by the panel while a request runs (not saved meaningfully: reset on each run).
-    status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})  # type: ignore[valid-type]
-
     def request_options(self) -> dict[str, object]:
+        """The query options of POST /v1/generate (docs/api.md)."""
         return {
             "resolution": self.resolution,
             "foreground_ratio": round(self.foreground_ratio, 4),

@@ -2,20 +2,29 @@
 
     python addon_scenarios.py CONFIG.json
 
-CONFIG: {"zip", "install": "extension"|"legacy", "endpoint", "token", "image", "scenarios": [...],
-"output"}. Writes a JSON report of what each scenario left in the scene.
+CONFIG: {"zip", "install": "extension"|"legacy", "endpoint", "token", "image", "garbage",
+"corrupt", "workdir", "scenarios": [...], "output"}. Writes a JSON report of what each scenario
+left in the scene; tests/test_addon.py judges it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import bpy
+import numpy as np
 
 config = json.loads(open(sys.argv[1]).read())
 report: dict = {"scenarios": {}}
+CURSOR = (1.5, -2.0, 0.5)
 
+# -- install and enable, the way Blender's "Install from Disk" does ------------------------------
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.context.preferences.system.use_online_access = True
 if config["install"] == "extension":
@@ -26,174 +35,273 @@ else:
     bpy.ops.preferences.addon_enable(module="image_to_3d")
     module = "image_to_3d"
 report["enabled"] = module in bpy.context.preferences.addons
+report["installed_at"] = os.path.dirname(sys.modules[module].__file__ or "")
 report["in_add_menu"] = any(
     getattr(f, "__name__", "") == "menu_entry" for f in bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
 )
+operators = sys.modules[module + ".operators"]
 prefs = bpy.context.preferences.addons[module].preferences
 prefs.endpoint = config["endpoint"]
-prefs.token = config.get("token", "")
+prefs.token = config["token"]
 prefs.timeout = 120.0
+bpy.context.scene.image_to_3d.resolution = 32
 
-scene = bpy.context.scene
-settings = scene.image_to_3d
-settings.resolution = 32
+
+def settings():  # undo rebuilds scene data, so never keep a reference across it
+    return bpy.context.scene.image_to_3d
 
 
 def counts() -> dict:
-    return {kind: len(getattr(bpy.data, kind)) for kind in ("objects", "meshes", "materials", "images", "collections")}
+    kinds = ("objects", "meshes", "materials", "images", "collections", "node_groups", "textures")
+    return {kind: len(getattr(bpy.data, kind)) for kind in kinds}
 
 
-def clear_selection() -> None:
-    bpy.context.view_layer.update()
-    for obj in bpy.context.scene.objects:
-        obj.select_set(False)
+def select_only(obj: bpy.types.Object | None) -> None:
+    bpy.context.view_layer.update()  # objects removed by the previous scenario leave stale bases
+    for other in bpy.context.view_layer.objects:
+        other.select_set(False)
+    if obj is not None:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
 
 
-def add_reference(image: bpy.types.Image, name: str) -> bpy.types.Object:
+def add_reference(image: bpy.types.Image, name: str) -> None:
+    """What Add > Image > Reference makes: an image Empty holding the image, selected and active."""
     empty = bpy.data.objects.new(name, None)
     empty.empty_display_type = "IMAGE"
     empty.data = image
-    scene.collection.objects.link(empty)
-    clear_selection()
-    empty.select_set(True)
-    bpy.context.view_layer.objects.active = empty
-    return empty
+    bpy.context.scene.collection.objects.link(empty)
+    select_only(empty)
+
+
+def painted_image(name: str, float_buffer: bool) -> bpy.types.Image:
+    """An image with no file: a red block on transparency, as if painted in Blender."""
+    image = bpy.data.images.new(name, 96, 96, alpha=True, float_buffer=float_buffer)
+    pixels = np.zeros((96, 96, 4), dtype=np.float32)
+    pixels[20:76, 30:66] = (0.9, 0.2, 0.1, 1.0)
+    image.pixels.foreach_set(pixels.ravel())
+    return image
 
 
 def describe(obj: bpy.types.Object) -> dict:
     mesh = obj.data
-    corners = [obj.matrix_world @ v.co for v in mesh.vertices]
+    corners = np.array([tuple(obj.matrix_world @ v.co) for v in mesh.vertices])
     material = obj.active_material
-    links = []
+    links, vertex_color = [], []
     if material and material.node_tree:
-        links = [(l.from_node.bl_idname, l.to_socket.name) for l in material.node_tree.links]
-    attribute = mesh.color_attributes[0] if mesh.color_attributes else None
-    values = []
+        links = [[link.from_node.bl_idname, link.to_socket.name] for link in material.node_tree.links]
+        vertex_color = [n.layer_name for n in material.node_tree.nodes if n.bl_idname == "ShaderNodeVertexColor"]
+    attribute = mesh.color_attributes[0] if len(mesh.color_attributes) else None
+    colours = np.zeros((0, 4), dtype=np.float32)
     if attribute is not None:
-        values = [list(d.color)[:3] for d in attribute.data][:2000]
+        colours = np.empty(len(attribute.data) * 4, dtype=np.float32)
+        attribute.data.foreach_get("color", colours)
+        colours = colours.reshape(-1, 4)
     return {
         "name": obj.name,
+        "mesh_name": mesh.name,
         "type": obj.type,
         "location": list(obj.location),
-        "bbox_min": [min(c[i] for c in corners) for i in range(3)],
-        "bbox_max": [max(c[i] for c in corners) for i in range(3)],
+        "rotation": list(obj.rotation_euler),
+        "scale": list(obj.scale),
+        "bbox_min": corners.min(axis=0).tolist(),
+        "bbox_max": corners.max(axis=0).tolist(),
+        "vertices": len(mesh.vertices),
         "faces": len(mesh.polygons),
         "smooth": all(p.use_smooth for p in mesh.polygons),
-        "attribute": [attribute.name, attribute.domain] if attribute else None,
-        "colour_spread": (max(max(v) for v in values) - min(min(v) for v in values)) if values else 0.0,
+        "attribute": [attribute.name, attribute.domain, attribute.data_type] if attribute else None,
+        "colour_spread": float(np.ptp(colours[:, :3])) if len(colours) else 0.0,
+        "vertex_color_node": vertex_color,
         "links": links,
+        "material": material.name if material else None,
         "selected": obj.select_get(),
         "active": bpy.context.view_layer.objects.active == obj,
+        "selected_count": len([o for o in bpy.context.view_layer.objects if o.select_get()]),
         "parent": obj.parent.name if obj.parent else None,
         "materials": len(mesh.materials),
+        "collections": [c.name for c in obj.users_collection],
     }
 
 
-def run(label: str, setup) -> None:
-    global scene, settings
-    before = setup()
+def run(label: str) -> None:
+    """Run the operator as a script does (it finishes before returning), with Blender's own undo push."""
+    bpy.context.scene.cursor.location = CURSOR
     bpy.ops.ed.undo_push(message="before generate")  # starts the undo system in background mode
-    start_counts = counts()
-    start_names = set(bpy.data.objects.keys())
+    start_counts, start_names = counts(), set(bpy.data.objects.keys())
     try:
-        result = sorted(bpy.ops.image_to_3d.generate())
-        error = None
-    except RuntimeError as exc:  # operators that report ERROR raise in background mode
+        # 'EXEC_DEFAULT', True: Blender pushes the operator's undo step, as it does for a UI call.
+        result, error = sorted(bpy.ops.image_to_3d.generate("EXEC_DEFAULT", True)), None
+    except RuntimeError as exc:  # an operator that reports ERROR raises in background mode
         result, error = ["CANCELLED"], str(exc)
     entry = {"result": result, "error": error, "before": start_counts, "after": counts()}
     new = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - start_names]
     entry["new_objects"] = [describe(o) for o in new]
-    if result == ["FINISHED"] and new:
-        entry["undo_step"] = "UNDO" in bpy.types.IMAGE_TO_3D_OT_generate.bl_options
-        try:
-            # What the window manager does after a REGISTER|UNDO operator run from the UI; a
-            # script call does not push it, so the test does.
-            bpy.ops.ed.undo_push(message="Generate 3D from Image")
-            bpy.ops.ed.undo()
-            entry["after_undo"] = {"objects": sorted(bpy.data.objects.keys()), "counts": counts()}
-            bpy.ops.ed.redo()
-            entry["after_redo"] = sorted(bpy.data.objects.keys())
-        except RuntimeError as exc:
-            entry["undo_error"] = str(exc)
-        scene = bpy.context.scene  # undo rebuilds the data: old references are gone
-        settings = scene.image_to_3d
-        new = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - start_names]
-        for obj in new:
-            if obj.name in bpy.data.objects:
-                mesh = obj.data
-                bpy.data.objects.remove(obj)
-                bpy.data.meshes.remove(mesh)
-    if before is not None:
-        entry["setup"] = before
+    if new and new[0].type == "MESH":  # the mesh's own coordinates, for the test to compare with the GLB
+        co = np.empty(len(new[0].data.vertices) * 3, dtype=np.float32)
+        new[0].data.vertices.foreach_get("co", co)
+        entry["vertices_file"] = os.path.join(config["workdir"], f"{label}.npy")
+        np.save(entry["vertices_file"], co.reshape(-1, 3))
+    if result == ["FINISHED"]:
+        bpy.ops.ed.undo()
+        entry["after_undo"] = {"objects": sorted(bpy.data.objects.keys()), "counts": counts()}
+        bpy.ops.ed.redo()
+        entry["after_redo"] = sorted(set(bpy.data.objects.keys()) - start_names)
+        remove_new(start_names)
     report["scenarios"][label] = entry
+
+
+def remove_new(start_names: set[str]) -> None:
+    for name in set(bpy.data.objects.keys()) - start_names:
+        obj = bpy.data.objects[name]
+        mesh, materials = obj.data, [s.material for s in obj.material_slots if s.material]
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+        for material in materials:
+            bpy.data.materials.remove(material)
+
+
+@contextmanager
+def changed_prefs(**values: object) -> Iterator[None]:
+    """Some add-on preferences changed for a block, then put back."""
+    saved = {name: getattr(prefs, name) for name in values}
+    for name, value in values.items():
+        setattr(prefs, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(prefs, name, value)
+
+
+@contextmanager
+def online_access(allowed: bool) -> Iterator[None]:
+    bpy.context.preferences.system.use_online_access = allowed
+    try:
+        yield
+    finally:
+        bpy.context.preferences.system.use_online_access = True
+
+
+def connection_test() -> dict:
+    try:
+        return {"result": sorted(bpy.ops.image_to_3d.test_connection()), "error": None}
+    except RuntimeError as exc:
+        return {"result": ["CANCELLED"], "error": str(exc)}
+
+
+def drive_job(cancel_at_stage: str | None) -> dict:
+    """What the modal operator does on each timer tick: the same GenerateJob and advance()."""
+    bpy.context.scene.cursor.location = CURSOR
+    start_counts = counts()
+    job = operators.GenerateJob.from_context(bpy.context)
+    job.start()
+    stages, ticks, outcome = [], 0, None
+    while outcome is None:
+        if job.stage == cancel_at_stage:
+            job.cancel.set()  # what Esc and the Cancel button do
+        outcome = operators.advance(bpy.context, job)
+        if not stages or stages[-1] != job.stage:
+            stages.append(job.stage)
+        ticks += 1
+        time.sleep(0.02)
+    job.done.wait(120)  # the worker ends too; its late answer must not be imported
+    new = [describe(o) for o in bpy.context.scene.objects if o.type == "MESH"]
+    return {
+        "result": sorted(outcome.result), "level": outcome.level, "message": outcome.message,
+        "stages": stages, "ticks": ticks, "before": start_counts, "after": counts(), "new_objects": new,
+        "worker_error": job.error, "worker_got_mesh": job.result is not None,
+    }
 
 
 image_path = config["image"]
 for scenario in config["scenarios"]:
-    scene.cursor.location = (1.5, -2.0, 0.5)
+    select_only(None)
+    settings().image = None
+    settings().filepath = ""
     if scenario == "reference":
-        image = bpy.data.images.load(image_path)
-        run(scenario, lambda: add_reference(image, "Ref").name)
+        add_reference(bpy.data.images.load(image_path), "Ref")
+        run(scenario)
     elif scenario == "packed":
         image = bpy.data.images.load(image_path)
         image.pack()
-        image.filepath = "//missing/nowhere.png"
-        run(scenario, lambda: add_reference(image, "RefPacked").name)
+        image.filepath = "//missing/nowhere.png"  # only the packed copy is left
+        add_reference(image, "RefPacked")
+        run(scenario)
     elif scenario == "generated":
-        clear_selection()
-        bpy.context.view_layer.objects.active = None
-        image = bpy.data.images.new("Painted", 96, 96, alpha=True)
-        import numpy as np
-
-        pixels = np.zeros((96, 96, 4), dtype=np.float32)
-        pixels[20:76, 30:66] = (0.9, 0.2, 0.1, 1.0)
-        image.pixels.foreach_set(pixels.ravel())
-        settings.image = image
-        run(scenario, lambda: None)
-        settings.image = None
+        settings().image = painted_image("Painted", float_buffer=False)
+        run(scenario)
+    elif scenario == "generated_float":
+        settings().image = painted_image("PaintedHDR", float_buffer=True)
+        run(scenario)
+    elif scenario == "file_path":
+        settings().filepath = image_path
+        run(scenario)
     elif scenario == "no_image":
-        clear_selection()
-        bpy.context.view_layer.objects.active = None
-        settings.image = None
-        settings.filepath = ""
-        run(scenario, lambda: None)
+        run(scenario)
+    elif scenario == "missing_file":
+        copy = os.path.join(config["workdir"], "vanishing.png")
+        shutil.copy(image_path, copy)
+        image = bpy.data.images.load(copy)
+        os.remove(copy)
+        image.reload()  # as after reopening a .blend whose image file was moved
+        add_reference(image, "RefMissing")
+        run(scenario)
     elif scenario == "garbage_file":
-        clear_selection()
-        bpy.context.view_layer.objects.active = None
-        settings.filepath = config["garbage"]
-        run(scenario, lambda: None)
-        settings.filepath = ""
-    elif scenario == "offline_remote":
-        bpy.context.preferences.system.use_online_access = False
-        saved = prefs.endpoint
-        prefs.endpoint = "http://example.invalid:8000"
-        image = bpy.data.images.load(image_path)
-        run(scenario, lambda: add_reference(image, "RefOffline").name)
-        prefs.endpoint = saved
-        report["online_access_now"] = bpy.app.online_access
-    elif scenario == "offline_loopback":
-        bpy.context.preferences.system.use_online_access = False
-        image = bpy.data.images.load(image_path)
-        run(scenario, lambda: add_reference(image, "RefLoop").name)
-    elif scenario == "test_connection":
-        outcome = {}
-        for label, endpoint in (("up", prefs.endpoint), ("down", "http://127.0.0.1:9")):
-            saved = prefs.endpoint
-            prefs.endpoint = endpoint
-            try:
-                outcome[label] = {"result": sorted(bpy.ops.image_to_3d.test_connection()), "error": None}
-            except RuntimeError as exc:
-                outcome[label] = {"result": ["CANCELLED"], "error": str(exc)}
-            prefs.endpoint = saved
-        report["scenarios"][scenario] = outcome
+        settings().filepath = config["garbage"]
+        run(scenario)
+    elif scenario == "corrupt_png":
+        settings().filepath = config["corrupt"]
+        run(scenario)
     elif scenario == "bad_option":
-        settings.foreground_ratio = 0.5
-        settings.resolution = 32
-        image = bpy.data.images.load(image_path)
-        bpy.context.scene.image_to_3d["target_faces"] = 5  # below the server's minimum (100)
-        run(scenario, lambda: add_reference(image, "RefBad").name)
-        settings.target_faces = 0
-        settings.foreground_ratio = 0.85
+        settings().target_faces = 5  # the panel allows it; the server's minimum is 100
+        add_reference(bpy.data.images.load(image_path), "RefBad")
+        run(scenario)
+        settings().target_faces = 0
+    elif scenario == "offline_remote":
+        add_reference(bpy.data.images.load(image_path), "RefOffline")
+        with online_access(False), changed_prefs(endpoint="http://example.invalid:8000"):
+            report["online_access_when_off"] = bpy.app.online_access
+            run(scenario)
+    elif scenario == "offline_loopback":
+        add_reference(bpy.data.images.load(image_path), "RefLoop")
+        with online_access(False):
+            run(scenario)
+    elif scenario in ("wrong_token", "missing_token", "server_down"):
+        add_reference(bpy.data.images.load(image_path), "RefAuth")
+        change = {"wrong_token": {"token": "not-the-token"}, "missing_token": {"token": ""},
+                  "server_down": {"endpoint": config["down_endpoint"]}}[scenario]
+        with changed_prefs(**change):
+            run(scenario)
+    elif scenario == "test_connection":
+        outcome: dict = {"up": connection_test()}
+        with changed_prefs(token="not-the-token"):
+            outcome["wrong_token"] = connection_test()
+        with changed_prefs(endpoint=config["down_endpoint"]):
+            outcome["down"] = connection_test()
+        with online_access(False), changed_prefs(endpoint="https://example.invalid"):
+            outcome["offline"] = connection_test()
+        report["scenarios"][scenario] = outcome
+    elif scenario == "worker":
+        add_reference(bpy.data.images.load(image_path), "RefWorker")
+        report["scenarios"][scenario] = drive_job(cancel_at_stage=None)
+        remove_new({o.name for o in bpy.data.objects if o.type != "MESH"})
+    elif scenario == "worker_cancel":
+        add_reference(bpy.data.images.load(image_path), "RefCancel")
+        settings().resolution = 256  # long enough to press Esc while the server generates
+        report["scenarios"][scenario] = drive_job(cancel_at_stage="generating")
+        settings().resolution = 32
+    elif scenario == "token_not_in_blend":
+        path = os.path.join(config["workdir"], "scene.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=path, compress=False)
+        data = open(path, "rb").read()
+        report["scenarios"][scenario] = {
+            "token_set": prefs.token == config["token"] and bool(config["token"]),
+            "token_in_blend": config["token"].encode() in data,
+            "endpoint_in_blend": prefs.endpoint.encode() in data,
+            "settings_in_blend": b"image_to_3d" in data,
+        }
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
 
 with open(config["output"], "w") as out:
     json.dump(report, out)

@@ -184,14 +184,14 @@ class IMAGE_TO_3D_OT_generate(bpy.types.Operator):
         self._end(context)
 
     def _show(self, context: bpy.types.Context, job: GenerateJob) -> None:
-        self._workspace.status_text_set(f"Image to 3D: {job.status()} (Esc to cancel)")
+        set_status_text(self._workspace, f"Image to 3D: {job.status()} (Esc to cancel)")
         redraw_sidebars(context)
 
     def _end(self, context: bpy.types.Context) -> None:
         if CURRENT.get("generate") is self._running:
             del CURRENT["generate"]
         context.window_manager.event_timer_remove(self._timer)
-        self._workspace.status_text_set(None)
+        set_status_text(self._workspace, None)
         redraw_sidebars(context)
 
     def _report(self, outcome: Outcome) -> Result:
@@ -244,7 +244,7 @@ class IMAGE_TO_3D_OT_test_connection(bpy.types.Operator):
         self._answer: list[ConnectionReport] = []
         threading.Thread(target=self._ask, args=(client,), name="image-to-3d health", daemon=True).start()
         self._workspace = context.workspace
-        self._workspace.status_text_set(f"Image to 3D: asking {client.endpoint}/v1/health …")
+        set_status_text(self._workspace, f"Image to 3D: asking {client.endpoint}/v1/health …")
         self._timer = context.window_manager.event_timer_add(TIMER_STEP_S, window=context.window)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
@@ -265,11 +265,17 @@ class IMAGE_TO_3D_OT_test_connection(bpy.types.Operator):
 
     def cancel(self, context: bpy.types.Context) -> None:
         context.window_manager.event_timer_remove(self._timer)
-        self._workspace.status_text_set(None)
+        set_status_text(self._workspace, None)
 
     def _report(self, report: ConnectionReport) -> Result:
         self.report({"INFO" if report.ok else "ERROR"}, report.message)
         return {"FINISHED"} if report.ok else {"CANCELLED"}
+
+
+def set_status_text(workspace: bpy.types.WorkSpace | None, text: str | None) -> None:
+    """The status bar's text (None gives the bar back); a window may have no workspace to show it."""
+    if workspace is not None:
+        workspace.status_text_set(text)
 
 
 def redraw_sidebars(context: bpy.types.Context) -> None:

@@ -79,6 +79,7 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
                          capture_output=True, text=True, timeout=600)
     assert (tmp_path / "report.json").exists(), run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
+    report["stdout"] = run.stdout  # Blender prints operator reports (INFO too) there in background mode
     assert report["enabled"], report
     assert report["installed_at"].startswith(str(tmp_path / "blender_user")), report["installed_at"]
     return report
@@ -140,9 +141,19 @@ def test_zip_installs_both_ways_in_one_folder(addon_zip):
     assert again.read_bytes() == addon_zip.read_bytes()  # deterministic
 
 
+def test_blender_validates_the_extension(addon_zip):
+    """Blender's own extension checker (what extensions.blender.org runs) accepts the zip."""
+    where = subprocess.run([BLENDER_PYTHON, "-c", "import importlib.util; "
+                            "print(importlib.util.find_spec('bpy').submodule_search_locations[0])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    (checker,) = Path(where).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")
+    run = subprocess.run([BLENDER_PYTHON, str(checker), "validate", str(addon_zip)], capture_output=True, text=True)
+    assert run.returncode == 0 and "Success" in run.stdout, run.stdout + run.stderr
+
+
 def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, server, chair_vertices):
     report = run_blender(tmp_path, addon_zip, server, [
-        "reference", "packed", "generated", "generated_float", "file_path", "offline_loopback",
+        "reference", "invoke_background", "packed", "generated", "generated_float", "file_path", "offline_loopback",
         "no_image", "missing_file", "garbage_file", "corrupt_png", "bad_option", "offline_remote",
         "wrong_token", "missing_token", "server_down", "test_connection", "worker", "worker_cancel",
         "token_not_in_blend",
@@ -150,6 +161,7 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
     assert report["in_add_menu"]
     scenarios = report["scenarios"]
     assert_made_one_object(scenarios["reference"], "chair", chair_vertices)
+    assert_made_one_object(scenarios["invoke_background"], "chair", chair_vertices)
     assert_made_one_object(scenarios["packed"], "chair", chair_vertices)
     assert_made_one_object(scenarios["file_path"], "chair", chair_vertices)
     assert_made_one_object(scenarios["offline_loopback"], "chair", chair_vertices)  # loopback works offline
@@ -169,6 +181,7 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
 
     connection = scenarios["test_connection"]
     assert connection["up"] == {"result": ["FINISHED"], "error": None}
+    assert "Info: Connected: ready (" in report["stdout"] and "token accepted" in report["stdout"]
     assert "refused the access token" in connection["wrong_token"]["error"]
     assert "Cannot reach" in connection["down"]["error"]
     assert "Allow Online Access" in connection["offline"]["error"]

@@ -123,14 +123,14 @@ def describe(obj: bpy.types.Object) -> dict:
     }
 
 
-def run(label: str) -> None:
+def run(label: str, how: str = "EXEC_DEFAULT") -> None:
     """Run the operator as a script does (it finishes before returning), with Blender's own undo push."""
     bpy.context.scene.cursor.location = CURSOR
     bpy.ops.ed.undo_push(message="before generate")  # starts the undo system in background mode
     start_counts, start_names = counts(), set(bpy.data.objects.keys())
     try:
-        # 'EXEC_DEFAULT', True: Blender pushes the operator's undo step, as it does for a UI call.
-        result, error = sorted(bpy.ops.image_to_3d.generate("EXEC_DEFAULT", True)), None
+        # (how, True): Blender pushes the operator's undo step, as it does for a UI call.
+        result, error = sorted(bpy.ops.image_to_3d.generate(how, True)), None
     except RuntimeError as exc:  # an operator that reports ERROR raises in background mode
         result, error = ["CANCELLED"], str(exc)
     entry = {"result": result, "error": error, "before": start_counts, "after": counts()}
@@ -221,6 +221,9 @@ for scenario in config["scenarios"]:
     if scenario == "reference":
         add_reference(bpy.data.images.load(image_path), "Ref")
         run(scenario)
+    elif scenario == "invoke_background":  # a button or F3 in a background Blender: runs to the end too
+        add_reference(bpy.data.images.load(image_path), "RefInvoke")
+        run(scenario, "INVOKE_DEFAULT")
     elif scenario == "packed":
         image = bpy.data.images.load(image_path)
         image.pack()

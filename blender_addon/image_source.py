@@ -46,6 +46,7 @@ class SourceChoice:
 class SourceImage:
     name: str
     data: bytes
+    reference_image: str = ""  # the image data-block's name when it came from a reference Empty
 
 
 def choose_source(context: bpy.types.Context) -> SourceChoice | None:
@@ -72,7 +73,8 @@ def find_source(context: bpy.types.Context) -> SourceImage:
             "or file in the Image to 3D panel."
         )
     if choice.image is not None:
-        return SourceImage(choice.name, image_bytes(choice.image))
+        reference = choice.image.name if choice.kind == "reference" else ""
+        return SourceImage(choice.name, image_bytes(choice.image), reference)
     if not os.path.isfile(choice.path):
         raise NoImageError(f"The image file {choice.path} does not exist; choose another file in the panel.")
     with open(choice.path, "rb") as handle:

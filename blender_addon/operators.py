@@ -32,6 +32,11 @@ def make_client(context: bpy.types.Context) -> Client:
     prefs = get_preferences(context)
     endpoint = prefs.endpoint.strip()
     if not bpy.app.online_access and not is_loopback(endpoint):
+        if bpy.app.online_access_override:
+            raise ClientError(
+                f"Blender was started offline (--offline-mode), so {endpoint} cannot be reached. Restart "
+                "Blender without it, or use a server on this machine (http://127.0.0.1:8000)."
+            )
         raise ClientError(
             f"Blender's online access is off, so {endpoint} cannot be reached. Enable Preferences > System > "
             "Network > Allow Online Access, or use a server on this machine (http://127.0.0.1:8000)."
@@ -118,8 +123,18 @@ def finish(context: bpy.types.Context, job: GenerateJob) -> Outcome:
         obj = import_glb(context, job.result.glb, job.source.name)
     except Exception as error:
         return Outcome({"CANCELLED"}, "ERROR", f"Could not import the mesh the server sent: {error}")
+    remember_reference(context, job.source)
     faces = len(obj.data.polygons)
     return Outcome({"FINISHED"}, "INFO", f"Created '{obj.name}' ({faces:,} faces) in {job.elapsed():.1f} s.")
+
+
+def remember_reference(context: bpy.types.Context, source: SourceImage) -> None:
+    """After a mesh made from a reference Empty (now deselected), an empty image slot in the panel
+    takes that image, so pressing Generate again (say, at another resolution) uses it again."""
+    settings = context.scene.image_to_3d
+    image = bpy.data.images.get(source.reference_image) if source.reference_image else None
+    if image is not None and settings.image is None:
+        settings.image = image
 
 
 class IMAGE_TO_3D_OT_generate(bpy.types.Operator):

@@ -61,6 +61,22 @@ def sorted_rows(points: np.ndarray) -> np.ndarray:
     return points[np.lexsort(points.T[::-1])]
 
 
+def edge_glbs(folder: Path) -> dict[str, str]:
+    """GLBs our server never sends: a mesh under a moved parent node, two meshes, a truncated file."""
+    box = trimesh.creation.box()
+    box.visual.vertex_colors = np.tile([200, 30, 30, 255], (len(box.vertices), 1)).astype(np.uint8)
+    nested = trimesh.Scene()
+    nested.graph.update(frame_to="Root", frame_from=nested.graph.base_frame,
+                        matrix=trimesh.transformations.translation_matrix([3, 0, 0]))
+    nested.add_geometry(box, node_name="Child", geom_name="box", parent_node_name="Root")
+    two = trimesh.Scene([box, box.copy().apply_translation([2, 0, 0])])
+    files = {"nested": nested.export(file_type="glb"), "two_meshes": two.export(file_type="glb")}
+    files["truncated"] = files["two_meshes"][:200]
+    for name, data in files.items():
+        (folder / f"{name}.glb").write_bytes(data)
+    return {name: str(folder / f"{name}.glb") for name in files}
+
+
 def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[str], install: str = "extension") -> dict:
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"this is no picture" * 20)
@@ -69,7 +85,7 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     config = {
         "zip": str(addon_zip), "install": install, "endpoint": endpoint, "token": TOKEN,
         "down_endpoint": f"http://127.0.0.1:{free_port()}", "image": str(CHAIR), "garbage": str(garbage),
-        "corrupt": str(corrupt), "workdir": str(tmp_path), "scenarios": scenarios,
+        "corrupt": str(corrupt), "workdir": str(tmp_path), "scenarios": scenarios, "edge_glbs": edge_glbs(tmp_path),
         "output": str(tmp_path / "report.json"),
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -121,6 +137,7 @@ def assert_unchanged(entry: dict, *messages: str) -> None:
     for message in messages:
         assert message in (entry["error"] or ""), entry["error"]
     assert entry["after"] == entry["before"] and entry["new_objects"] == []
+    assert entry["selection_after"] == entry["selection_before"]
 
 
 def test_zip_installs_both_ways_in_one_folder(addon_zip):
@@ -156,11 +173,14 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
         "reference", "invoke_background", "packed", "generated", "generated_float", "file_path", "offline_loopback",
         "no_image", "missing_file", "garbage_file", "corrupt_png", "bad_option", "offline_remote",
         "wrong_token", "missing_token", "server_down", "test_connection", "worker", "worker_cancel",
-        "token_not_in_blend",
+        "token_not_in_blend", "importer_edge_cases",
     ])
     assert report["in_add_menu"]
     scenarios = report["scenarios"]
     assert_made_one_object(scenarios["reference"], "chair", chair_vertices)
+    assert scenarios["reference"]["panel_image"] == "chair.png"  # Generate again needs no reselecting
+    assert scenarios["generated"]["panel_image"] == "Painted"  # a chosen panel image stays
+    assert scenarios["bad_option"]["panel_image"] is None  # a failure changes nothing
     assert_made_one_object(scenarios["invoke_background"], "chair", chair_vertices)
     assert_made_one_object(scenarios["packed"], "chair", chair_vertices)
     assert_made_one_object(scenarios["file_path"], "chair", chair_vertices)
@@ -194,6 +214,20 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
     assert cancelled["result"] == ["CANCELLED"] and "nothing was imported" in cancelled["message"]
     assert cancelled["stages"][-1] == "generating" and "Cancelled" in cancelled["worker_error"]
     assert cancelled["after"] == cancelled["before"] and cancelled["new_objects"] == []
+
+    edge = scenarios["importer_edge_cases"]
+    nested = edge["nested"]  # the parent empty the importer makes is gone; the mesh keeps its colours
+    assert nested["error"] is None and nested["new_names"] == ["Edge"], nested
+    assert nested["made"]["parent"] is None and nested["made"]["location"] == pytest.approx(CURSOR)
+    assert nested["made"]["selected_count"] == 1 and ["ShaderNodeVertexColor", "Base Color"] in nested["made"]["links"]
+    assert {k: nested["after"][k] - nested["before"][k] for k in ("objects", "meshes", "materials", "collections")} == {
+        "objects": 1, "meshes": 1, "materials": 1, "collections": 0}
+    for label, message in (("two_meshes", "Expected one mesh"), ("truncated", "")):
+        failed = edge[label]  # nothing of a failed import stays, and the selection is as it was
+        assert failed["made"] is None and message in failed["error"], failed
+        assert failed["after"] == failed["before"] and failed["new_names"] == []
+        assert failed["selection_after"] == failed["selection_before"] == {"selected": ["RefEdge"], "active": "RefEdge",
+                                                                          "mode": "OBJECT"}
 
     blend = scenarios["token_not_in_blend"]
     assert blend["token_set"] and blend["settings_in_blend"]

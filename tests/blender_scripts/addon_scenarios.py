@@ -123,17 +123,26 @@ def describe(obj: bpy.types.Object) -> dict:
     }
 
 
+def selection() -> dict:
+    layer = bpy.context.view_layer
+    active = layer.objects.active
+    return {"selected": sorted(o.name for o in layer.objects if o is not None and o.select_get()),
+            "active": active.name if active else None, "mode": bpy.context.mode}
+
+
 def run(label: str, how: str = "EXEC_DEFAULT") -> None:
     """Run the operator as a script does (it finishes before returning), with Blender's own undo push."""
     bpy.context.scene.cursor.location = CURSOR
     bpy.ops.ed.undo_push(message="before generate")  # starts the undo system in background mode
-    start_counts, start_names = counts(), set(bpy.data.objects.keys())
+    start_counts, start_names, start_selection = counts(), set(bpy.data.objects.keys()), selection()
     try:
         # (how, True): Blender pushes the operator's undo step, as it does for a UI call.
         result, error = sorted(bpy.ops.image_to_3d.generate(how, True)), None
     except RuntimeError as exc:  # an operator that reports ERROR raises in background mode
         result, error = ["CANCELLED"], str(exc)
-    entry = {"result": result, "error": error, "before": start_counts, "after": counts()}
+    entry = {"result": result, "error": error, "before": start_counts, "after": counts(),
+             "selection_before": start_selection, "selection_after": selection()}
+    entry["panel_image"] = settings().image.name if settings().image else None
     new = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - start_names]
     entry["new_objects"] = [describe(o) for o in new]
     if new and new[0].type == "MESH":  # the mesh's own coordinates, for the test to compare with the GLB
@@ -293,6 +302,23 @@ for scenario in config["scenarios"]:
         settings().resolution = 256  # long enough to press Esc while the server generates
         report["scenarios"][scenario] = drive_job(cancel_at_stage="generating")
         settings().resolution = 32
+    elif scenario == "importer_edge_cases":  # GLBs our server never sends, fed to the add-on's importer
+        importer = sys.modules[module + ".importer"]
+        add_reference(bpy.data.images.load(image_path), "RefEdge")
+        outcome = {}
+        for label, path in config["edge_glbs"].items():
+            select_only(bpy.data.objects["RefEdge"])
+            bpy.context.scene.cursor.location = CURSOR
+            before, names, chosen = counts(), set(bpy.data.objects.keys()), selection()
+            try:
+                made, error = describe(importer.import_glb(bpy.context, open(path, "rb").read(), "Edge")), None
+            except Exception as exc:
+                made, error = None, f"{type(exc).__name__}: {exc}"
+            outcome[label] = {"made": made, "error": error, "before": before, "after": counts(),
+                              "selection_before": chosen, "selection_after": selection(),
+                              "new_names": sorted(set(bpy.data.objects.keys()) - names)}
+            remove_new(names)
+        report["scenarios"][scenario] = outcome
     elif scenario == "token_not_in_blend":
         path = os.path.join(config["workdir"], "scene.blend")
         bpy.ops.wm.save_as_mainfile(filepath=path, compress=False)

@@ -173,7 +173,7 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
         "reference", "invoke_background", "packed", "generated", "generated_float", "file_path", "offline_loopback",
         "no_image", "missing_file", "garbage_file", "corrupt_png", "bad_option", "offline_remote",
         "wrong_token", "missing_token", "server_down", "test_connection", "worker", "worker_cancel",
-        "token_not_in_blend", "importer_edge_cases",
+        "token_not_in_blend", "importer_edge_cases", "render_cycles",
     ])
     assert report["in_add_menu"]
     scenarios = report["scenarios"]
@@ -229,9 +229,23 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
         assert failed["selection_after"] == failed["selection_before"] == {"selected": ["RefEdge"], "active": "RefEdge",
                                                                           "mode": "OBJECT"}
 
+    # Cycles renders the colour attribute: paint it red, the render is red; green, green.
+    red, green = (scenarios["render_cycles"][key] for key in ("(1, 0, 0, 1)", "(0, 1, 0, 1)"))
+    assert red[0] > 5 * max(red[1], red[2]) and green[1] > 5 * max(green[0], green[2]), scenarios["render_cycles"]
+
     blend = scenarios["token_not_in_blend"]
     assert blend["token_set"] and blend["settings_in_blend"]
     assert not blend["token_in_blend"] and not blend["endpoint_in_blend"]
+
+
+def test_material_preview_engine_shows_the_colours(tmp_path, addon_zip, server):
+    """EEVEE (what Material Preview draws with) shows the colour attribute too. Without a GPU it
+    renders through software OpenGL (EGL), slowly; a machine with neither cannot run this check."""
+    (result,) = run_blender(tmp_path, addon_zip, server, ["render_eevee"])["scenarios"].values()
+    if "error" in result:
+        pytest.skip(f"EEVEE cannot render on this machine: {result['error']}")
+    red = result["(1, 0, 0, 1)"]
+    assert red[0] > 5 * max(red[1], red[2]), result
 
 
 def test_legacy_install(tmp_path, addon_zip, server, chair_vertices):

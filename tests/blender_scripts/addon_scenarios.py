@@ -234,6 +234,7 @@ def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple]) -> 
     scene.world = bpy.data.worlds.new("White")
     scene.world.color = (1.0, 1.0, 1.0)
     scene.render.engine = engine
+    scene.view_settings.view_transform = "Standard"  # no tone mapping that desaturates bright colours
     scene.render.resolution_x = scene.render.resolution_y = 32
     scene.render.filepath = os.path.join(config["workdir"], f"render_{engine}.png")
     if engine == "CYCLES":

@@ -198,11 +198,30 @@ def connection_test() -> dict:
         return {"result": ["CANCELLED"], "error": str(exc)}
 
 
+def record_reported_stages(job) -> list[str]:
+    """Every stage the worker reports, in order: polling alone misses a stage shorter than a tick
+    (a tiny model answers in a few milliseconds)."""
+    reported: list[str] = []
+    generate = job.client.generate
+
+    def recording_generate(image, options, progress=None, cancel=None):
+        def record(stage, fraction):
+            if not reported or reported[-1] != stage:
+                reported.append(stage)
+            progress(stage, fraction)
+
+        return generate(image, options, progress=record, cancel=cancel)
+
+    job.client.generate = recording_generate
+    return reported
+
+
 def drive_job(cancel_at_stage: str | None) -> dict:
     """What the modal operator does on each timer tick: the same GenerateJob and advance()."""
     bpy.context.scene.cursor.location = CURSOR
     start_counts = counts()
     job = operators.GenerateJob.from_context(bpy.context)
+    reported = record_reported_stages(job)
     job.start()
     stages, ticks, outcome = [], 0, None
     while outcome is None:
@@ -217,7 +236,7 @@ def drive_job(cancel_at_stage: str | None) -> dict:
     new = [describe(o) for o in bpy.context.scene.objects if o.type == "MESH"]
     return {
         "result": sorted(outcome.result), "level": outcome.level, "message": outcome.message,
-        "stages": stages, "ticks": ticks, "before": start_counts, "after": counts(), "new_objects": new,
+        "stages": stages, "reported": reported, "ticks": ticks, "before": start_counts, "after": counts(), "new_objects": new,
         "worker_error": job.error, "worker_got_mesh": job.result is not None,
     }
 

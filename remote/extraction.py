@@ -78,8 +78,11 @@ def extract_mesh(
     chunk_points: int = 262_144,
     timings: dict[str, float] | None = None,
     sync: Callable[[], None] | None = None,
+    normals: bool = True,
 ) -> Mesh:
-    """Mesh the surface `density == threshold`; adds "extraction" and "color" seconds to `timings`."""
+    """Mesh the surface `density == threshold`; adds "extraction" and "color" seconds to `timings`.
+
+    `normals=False` skips the vertex normals (the pipeline writes GLBs without them)."""
     _validate(resolution, threshold, target_faces, method)
     clock = _StageClock(timings, sync)
     with clock("extraction"):
@@ -104,7 +107,7 @@ def extract_mesh(
             vertices=vertices.cpu().numpy(),
             faces=faces.to(torch.int32).cpu().numpy(),
             colors=colors.cpu().numpy(),
-            normals=vertex_normals(vertices, faces).cpu().numpy(),
+            normals=vertex_normals(vertices, faces).cpu().numpy() if normals else None,
         )
     return mesh
 
@@ -177,6 +180,7 @@ def band_density(
     ).floor().long().clamp_max(cells - 1)
     mask = active[fine_to_cell][:, fine_to_cell][:, :, fine_to_cell]
     flat = mask.flatten().nonzero().squeeze(1)
+    logger.debug("band: %d of %d grid points evaluated (%.1f%%)", len(flat), mask.numel(), 100 * len(flat) / mask.numel())
     axis = grid_axis(resolution, radius, device)
     volume = volume.flatten()
     for chunk in flat.split(chunk_points):

@@ -166,6 +166,7 @@ class Pipeline:
                     method="dense" if self.exact else "band",
                     timings=timings,
                     sync=self._sync,
+                    normals=False,  # not written to the GLB, see below
                 )
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()

@@ -1,0 +1,103 @@
+"""Where the default path's time goes, step by step, with the device synced between steps.
+
+    python benchmarks/extraction_breakdown.py --decoder-gain 1 --device cuda
+
+Builds full-size random weights (as `pipeline.py --random-weights`), picks the benchmark's
+threshold, then times each step of image -> GLB on its own (median of warm runs): the field query
+at several chunk sizes, the band's bookkeeping, marching cubes, welding, normals, colours, the
+host copies and the GLB. It guides optimisation; `pipeline.py` is the benchmark of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import pipeline as bench  # noqa: E402
+from remote import extraction  # noqa: E402
+from remote.extraction import Mesh, band_density, vertex_normals, weld  # noqa: E402
+from remote.glb import mesh_to_glb  # noqa: E402
+from remote.marching_cubes import marching_cubes  # noqa: E402
+from remote.pipeline import Pipeline  # noqa: E402
+from remote.triposr.weights import resolve_device  # noqa: E402
+
+
+def timed(label: str, fn, device: torch.device, runs: int = 5):
+    """Median wall time of `fn` over warm runs (synced), printed; returns fn's last result."""
+    result = fn()
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    print(f"{label:<44}{statistics.median(times) * 1000:>9.2f} ms")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decoder-gain", type=float, default=1.0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("remote.extraction").setLevel(logging.DEBUG)
+    resolution = args.resolution
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = bench.save_random_model(Path(folder), args.decoder_gain)
+        pipeline = Pipeline.load(model=model_dir, device=device.type, precision="auto")
+        bench_args = argparse.Namespace(random_weights=True, resolution=resolution)
+        threshold = bench.choose_threshold(bench_args, pipeline, Path(args.image))
+    scene_code = bench.scene_code_for(pipeline, Path(args.image))
+    field = pipeline.model.field(scene_code)
+    total = resolution**3
+    with torch.inference_mode():
+        points = torch.rand(total, 3, device=device) * 1.74 - 0.87
+        for chunk in (262_144, 1 << 20, 1 << 22):
+            timed(f"query all {total} points, {chunk} a chunk",
+                  lambda: [field.density(p) for p in points.split(chunk)], device)
+        half_field = pipeline.model.field(scene_code.half())
+        timed("query all points, 262144 a chunk, fp16 planes",
+              lambda: [half_field.density(p) for p in points.split(262_144)], device)
+        sample = points[:262_144]
+        exact = field.density(sample)
+        difference = (half_field.density(sample) - exact).abs() / exact.abs().clamp_min(1e-12)
+        print(f"  fp16 planes vs float32 planes: density relative difference mean {difference.mean():.2e}, "
+              f"max {difference.max():.2e}")
+        del points
+        volume = timed("band_density (coarse + band query)",
+                       lambda: band_density(field, resolution, 0.87, threshold, 262_144), device)
+        coarse = extraction.math.ceil((resolution - 1) / extraction.COARSE_STRIDE) + 1
+        timed(f"coarse grid only ({coarse}^3)", lambda: extraction.dense_density(field, coarse, 0.87, 262_144), device)
+        soup = timed("marching cubes", lambda: marching_cubes(volume, threshold), device)
+        print(f"  soup: {len(soup[0])} vertices, {len(soup[1])} faces")
+        vertices_i, faces = timed("weld", lambda: weld(*soup), device)
+        vertices = (vertices_i * (2.0 * 0.87 / (resolution - 1)) - 0.87).float()
+        print(f"  welded: {len(vertices)} vertices, {len(faces)} faces")
+        timed("vertex normals", lambda: vertex_normals(vertices, faces), device)
+        colors = timed("colour query", lambda: field.color(vertices).float().clamp(0, 1), device)
+        timed("host copies (vertices, faces, colours)",
+              lambda: (vertices.cpu().numpy(), faces.to(torch.int32).cpu().numpy(), colors.cpu().numpy()), device)
+    mesh = Mesh(vertices=vertices.cpu().numpy(), faces=faces.to(torch.int32).cpu().numpy(), colors=colors.cpu().numpy())
+    timed("GLB (trimesh)", lambda: mesh_to_glb(mesh, normals=False), device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Where the default path's time goes, step by step, with the device synced between steps.
 
-    python benchmarks/extraction_breakdown.py --decoder-gain 1 --device cuda
+    python benchmarks/extraction_breakdown.py --decoder-gain 3 --device cuda
 
 Builds full-size random weights (as `pipeline.py --random-weights`), picks the benchmark's
 threshold, then times each step of image -> GLB on its own (median of warm runs): the field query
@@ -49,9 +49,34 @@ def timed(label: str, fn, device: torch.device, runs: int = 5):
     return result
 
 
+def model_pass_with_cuda_graph(pipeline: Pipeline, image: Path, device: torch.device) -> None:
+    """Experiment: the model pass eager, and replayed as one CUDA graph (no launch overhead)."""
+    from remote.preprocess import load_image, prepare_image
+
+    images = torch.from_numpy(prepare_image(load_image(image), remove_background="never")).to(device)[None]
+    with torch.inference_mode():
+        eager = timed("model pass (eager)", lambda: pipeline.model(images), device)
+        static = images.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                pipeline.model(static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                captured = pipeline.model(static)
+        except Exception as error:  # noqa: BLE001 - an experiment: say why and go on
+            print(f"model pass cannot be captured as a CUDA graph: {error!r}")
+            return
+        timed("model pass (CUDA graph replay)", lambda: (static.copy_(images), graph.replay()), device)
+        print(f"  graph vs eager: max difference {(captured.float() - eager.float()).abs().max():.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--decoder-gain", type=float, default=1.0)
+    parser.add_argument("--decoder-gain", type=float, default=3.0)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
@@ -66,6 +91,8 @@ def main() -> None:
         bench_args = argparse.Namespace(random_weights=True, resolution=resolution)
         threshold = bench.choose_threshold(bench_args, pipeline, Path(args.image))
     scene_code = bench.scene_code_for(pipeline, Path(args.image))
+    if device.type == "cuda":
+        model_pass_with_cuda_graph(pipeline, Path(args.image), device)
     field = pipeline.model.field(scene_code)
     total = resolution**3
     with torch.inference_mode():
@@ -83,7 +110,7 @@ def main() -> None:
               f"max {difference.max():.2e}")
         del points
         volume = timed("band_density (coarse + band query)",
-                       lambda: band_density(field, resolution, 0.87, threshold, 262_144), device)
+                       lambda: band_density(field, resolution, 0.87, threshold, 1 << 20), device)
         coarse = extraction.math.ceil((resolution - 1) / extraction.COARSE_STRIDE) + 1
         timed(f"coarse grid only ({coarse}^3)", lambda: extraction.dense_density(field, coarse, 0.87, 262_144), device)
         soup = timed("marching cubes", lambda: marching_cubes(volume, threshold), device)

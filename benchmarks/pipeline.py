@@ -113,8 +113,9 @@ def parse_args() -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="folder with config.yaml + weights, or a hub repo")
     source.add_argument("--random-weights", action="store_true", help="full-size random weights")
-    parser.add_argument("--decoder-gain", type=float, default=1.0,
-                        help="scale of the random field MLP (1: PyTorch's default, a nearly flat field; 3: structured)")
+    parser.add_argument("--decoder-gain", type=float, default=3.0,
+                        help="scale of the random field MLP (3: a structured field; 1: PyTorch's default "
+                             "init, a nearly flat field that reduced precision turns into rounding ties)")
     parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
@@ -171,12 +172,20 @@ def choose_threshold(args: argparse.Namespace, pipeline: Pipeline, image_path: P
         volume = dense_density(pipeline.model.field(scene_code), args.resolution, 0.87, 1 << 20)
         ordered = volume.flatten().sort(descending=True).values
         for inside in INSIDE_SHARES:
-            threshold = float(ordered[int(inside * (len(ordered) - 1))])
+            threshold = _between_levels(ordered, float(ordered[int(inside * (len(ordered) - 1))]))
             faces = len(marching_cubes(volume, threshold)[1])
             if faces <= MAX_RANDOM_FACES:
                 break
     print(f"random weights: threshold {threshold:.6g} ({inside:.4%} of the grid inside, {faces} faces before welding)")
     return threshold
+
+
+def _between_levels(ordered: torch.Tensor, level: float) -> float:
+    """Halfway from `level` to the next lower density on the grid. Reduced precision leaves many
+    grid points with exactly the same density; a threshold equal to one of those values would
+    mesh rounding ties, not the field."""
+    lower = ordered[ordered < level]
+    return (level + float(lower[0])) / 2 if len(lower) else level
 
 
 def scene_code_for(pipeline: Pipeline, image_path: Path) -> torch.Tensor:

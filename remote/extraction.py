@@ -75,7 +75,7 @@ def extract_mesh(
     radius: float = 0.87,
     target_faces: int | None = None,
     method: str = "band",
-    chunk_points: int = 262_144,
+    chunk_points: int = 1 << 20,
     timings: dict[str, float] | None = None,
     sync: Callable[[], None] | None = None,
     normals: bool = True,

@@ -87,3 +87,19 @@ def test_wrong_shapes_are_refused(model):
         model(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"points \(N, 3\)"):
         model.query_field(torch.zeros(1, 3, 8, 8, 8), torch.zeros(5, 3))
+
+
+def test_fast_precision_stays_near_upstream(expected):
+    """The GPU fast path's dtypes (bf16 transformer, fp16 planes and MLP), run here on the CPU:
+    the same numbers within reduced precision's rounding, in upstream's feature order (a mixed-up
+    plane or channel order moves densities by far more than this)."""
+    fast = load_model(TINY_MODEL, device="cpu").use_fast_precision()
+    pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
+    points = torch.from_numpy(expected["grid_points"])
+    with torch.inference_mode():
+        scene_codes = fast(torch.from_numpy(pixels)[None])
+        density, colour = fast.query_field(scene_codes[0], points)
+    assert scene_codes.dtype == torch.float16 and density.dtype == colour.dtype == torch.float32
+    assert _relative_error(scene_codes.float().numpy(), expected["scene_codes"]) < 2e-2
+    assert _relative_error(density[:, None].numpy(), expected["density_act"]) < 2e-2
+    assert np.abs(colour.numpy() - expected["color"]).max() < 5e-3

@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
+    parser.add_argument("--model-only", action="store_true", help="time the model pass only")
     args = parser.parse_args()
     device = resolve_device(args.device)
     logging.basicConfig(level=logging.WARNING)
@@ -88,6 +89,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model_dir = bench.save_random_model(Path(folder), args.decoder_gain)
         pipeline = Pipeline.load(model=model_dir, device=device.type, precision="auto")
+        if args.model_only:
+            model_pass_with_cuda_graph(pipeline, Path(args.image), device)
+            return
         bench_args = argparse.Namespace(random_weights=True, resolution=resolution)
         threshold = bench.choose_threshold(bench_args, pipeline, Path(args.image))
     scene_code = bench.scene_code_for(pipeline, Path(args.image))

@@ -1,0 +1,79 @@
+"""Run under TRITON_INTERPRET=1 by test_fused_field.py: the fused Triton field kernel on the CPU,
+against the PyTorch query it replaces, on the tiny reference model. Prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import TINY_MODEL  # noqa: E402
+from remote.extraction import extract_mesh  # noqa: E402
+from remote.triposr import fused_field  # noqa: E402
+from remote.triposr.weights import load_model  # noqa: E402
+
+
+def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float(((actual - expected).abs() / expected.abs().clamp_min(1e-12)).max())
+
+
+def main() -> None:
+    assert fused_field.interpreted(), "run with TRITON_INTERPRET=1"
+    pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
+    images = torch.from_numpy(pixels)[None]
+    points = torch.rand(3000, 3, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1  # some outside the cube
+    report: dict = {}
+    with torch.inference_mode():
+        exact = load_model(TINY_MODEL, device="cpu")
+        scene = exact(images)[0]
+        density, colour = exact.query_field(scene, points)
+
+        exact.fused_field = True  # the float32 weights through the kernel: the same numbers
+        fused = exact.field(scene)
+        fused_density, fused_colour = fused.query(points)
+        report["float32"] = {
+            "dispatched": fused.fused is not None,
+            "density": relative(fused_density, density),
+            "colour": float((fused_colour - colour).abs().max()),
+        }
+        threshold = float(density[(points.abs() < 0.87).all(dim=1)].median())  # a surface through the cube
+        plain_mesh = extract_mesh(_plain(exact, scene), resolution=32, threshold=threshold)
+        fused_mesh = extract_mesh(fused, resolution=32, threshold=threshold)
+        report["mesh"] = {
+            "vertices": [len(plain_mesh.vertices), len(fused_mesh.vertices)],
+            "faces": [len(plain_mesh.faces), len(fused_mesh.faces)],
+            "max_vertex_difference": float(np.abs(plain_mesh.vertices - fused_mesh.vertices).max())
+            if plain_mesh.vertices.shape == fused_mesh.vertices.shape else None,
+            "max_colour_difference": float(np.abs(plain_mesh.colors - fused_mesh.colors).max())
+            if plain_mesh.colors.shape == fused_mesh.colors.shape else None,
+        }
+
+        fast = load_model(TINY_MODEL, device="cpu").use_fast_precision()
+        fast_field = fast.field(fast(images)[0])
+        fast_density, fast_colour = fast_field.query(points)
+        report["fast"] = {
+            "dispatched": fast_field.fused is not None,
+            "weights_dtype": str(fast_field.fused[0].hidden_weights.dtype) if fast_field.fused else None,
+            "density": relative(fast_density, density),
+            "colour": float((fast_colour - colour).abs().max()),
+        }
+    print(json.dumps(report))
+
+
+def _plain(model, scene):
+    """The same scene queried through PyTorch ops (the kernel switched off for this field)."""
+    model.fused_field = False
+    field = model.field(scene)
+    model.fused_field = True
+    return field
+
+
+if __name__ == "__main__":
+    main()

@@ -56,12 +56,18 @@ def main() -> None:
 
 def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     import remote.extraction
+    import remote.pipeline
+    import remote.triposr.fused_field
     import remote.triposr.model
 
     if args.band_margin is not None:
         remote.extraction.BAND_LOG_MARGIN = args.band_margin
     if args.coarse_stride is not None:
         remote.extraction.COARSE_STRIDE = args.coarse_stride
+    if args.no_cuda_graph:
+        remote.pipeline.CUDA_GRAPH = False
+    if args.no_fused_field:
+        remote.triposr.fused_field.triton = None  # available() is then False: PyTorch ops
     if args.transformer_dtype is not None:
         remote.triposr.model.FAST_TRANSFORMER_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}[
             args.transformer_dtype
@@ -72,6 +78,7 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
         "device": _device_name(device), "resolution": args.resolution, "runs": args.runs,
         "band_margin": remote.extraction.BAND_LOG_MARGIN, "coarse_stride": remote.extraction.COARSE_STRIDE,
         "transformer_dtype": str(remote.triposr.model.FAST_TRANSFORMER_DTYPE).replace("torch.", ""),
+        "cuda_graph": remote.pipeline.CUDA_GRAPH, "fused_field": remote.triposr.fused_field.available(),
     }
 
     load_seconds, pipeline = load_pipeline(args, device, model_dir)
@@ -135,6 +142,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--band-margin", type=float, default=None, help="experiment: override BAND_LOG_MARGIN")
     parser.add_argument("--coarse-stride", type=int, default=None, help="experiment: override COARSE_STRIDE")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="experiment: run the model pass eagerly")
+    parser.add_argument("--no-fused-field", action="store_true", help="experiment: query the field with PyTorch ops")
     parser.add_argument("--transformer-dtype", choices=("bf16", "fp16"), default=None,
                         help="experiment: the fast path's encoder/transformer dtype (default bf16)")
     parser.add_argument("--profile", action="store_true", help="print the top functions of one warm run")
@@ -340,7 +349,8 @@ def print_table(report: dict) -> None:
         print(f"peak GPU memory (reference): {report['reference_peak_gpu_bytes'] / 2**30:.2f} GiB")
     print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB")
     print(f"band: coarse stride {report['coarse_stride']}, log margin {report['band_margin']}; "
-          f"transformer {report['transformer_dtype']}")
+          f"transformer {report['transformer_dtype']}; CUDA graph {report['cuda_graph']}, "
+          f"fused field {report['fused_field']}")
     for scene, figures in report.get("parity", {}).items():
         print(f"parity ({scene}): mean {figures['mean_distance_voxels']:.3f} voxel, "
               f"max {figures['max_distance_voxels']:.2f} voxel, colour {figures['mean_colour_difference'] * 100:.2f}%")

@@ -21,11 +21,13 @@ from remote.errors import GpuOutOfMemoryError, InvalidOptionError
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
 from remote.preprocess import REMOVE_BACKGROUND_MODES, BackgroundRemover, load_image, prepare_image
+from remote.triposr.cuda_graph import GraphedModel
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
 
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 PRECISIONS = ("auto", "fast", "float32")
+CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,12 @@ class Pipeline:
         revision: str | None = None,
         max_pixels: int | None = 40_000_000,
         exact: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         self.exact = exact
         self.model = model
+        # The fast path on CUDA replays the model pass as a CUDA graph (cuda_graph.py).
+        self.run_model = GraphedModel(model) if cuda_graph and device.type == "cuda" else model
         self.device = device
         self.remover = remover
         self.max_pixels = max_pixels
@@ -117,7 +122,8 @@ class Pipeline:
         torch_device = resolve_device(device)
         exact = precision == "float32"
         triposr = load_model(str(model), device=torch_device)
-        if precision == "fast" or (precision == "auto" and torch_device.type == "cuda"):
+        fast = precision == "fast" or (precision == "auto" and torch_device.type == "cuda")
+        if fast:
             triposr.use_fast_precision()
         return cls(
             triposr,
@@ -127,6 +133,7 @@ class Pipeline:
             revision=getattr(triposr, "revision", None),
             max_pixels=max_pixels,
             exact=exact,
+            cuda_graph=fast and CUDA_GRAPH,
         )
 
     def generate(
@@ -157,7 +164,7 @@ class Pipeline:
             with torch.inference_mode():
                 with self._stage(timings, "model"):
                     images = torch.from_numpy(prepared).to(self.device)[None]
-                    scene_code = self.model(images)[0]
+                    scene_code = self.run_model(images)[0]
                 mesh = extract_mesh(
                     self.model.field(scene_code),
                     resolution=options.resolution,

@@ -26,6 +26,7 @@ def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def main() -> None:
     assert fused_field.interpreted(), "run with TRITON_INTERPRET=1"
+    fused_field.BLOCK_POINTS = 128  # the interpreter pays per program; the block size changes no numbers
     pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
     images = torch.from_numpy(pixels)[None]
     points = torch.rand(3000, 3, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1  # some outside the cube
@@ -64,6 +65,13 @@ def main() -> None:
             "density": relative(fast_density, density),
             "colour": float((fast_colour - colour).abs().max()),
         }
+        # A kernel that disagrees with PyTorch (here: any difference at all) is switched off.
+        import remote.triposr.model as model_module
+
+        model_module.FUSED_FIELD_TOLERANCE = 0.0
+        strict = load_model(TINY_MODEL, device="cpu").use_fast_precision()
+        strict_field = strict.field(strict(images)[0])
+        report["disagreeing_kernel"] = {"dispatched": strict_field.fused is not None, "model_flag": strict.fused_field}
     print(json.dumps(report))
 
 

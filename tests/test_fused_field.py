@@ -43,3 +43,7 @@ def test_fast_precision_uses_fp16_weights_and_stays_near_float32(report):
     figures = report["fast"]
     assert figures["dispatched"] and figures["weights_dtype"] == "torch.float16"
     assert figures["density"] < 2e-2 and figures["colour"] < 5e-3, figures
+
+
+def test_a_kernel_that_disagrees_is_switched_off(report):
+    assert report["disagreeing_kernel"] == {"dispatched": False, "model_flag": False}

@@ -103,3 +103,16 @@ def test_fast_precision_stays_near_upstream(expected):
     assert _relative_error(scene_codes.float().numpy(), expected["scene_codes"]) < 2e-2
     assert _relative_error(density[:, None].numpy(), expected["density_act"]) < 2e-2
     assert np.abs(colour.numpy() - expected["color"]).max() < 5e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replays_the_same_scene_codes():
+    from remote.triposr.cuda_graph import GraphedModel
+
+    model = load_model(TINY_MODEL, device="cuda").use_fast_precision()
+    graphed = GraphedModel(model)
+    with torch.inference_mode():
+        for size in (64, 80, 64):  # a new input size is resized first: the same graph serves it
+            images = torch.rand(1, size, size, 3, device="cuda")
+            torch.testing.assert_close(graphed(images), model(images), rtol=0, atol=0)
+    assert len(graphed._graphs) == 1

@@ -7,6 +7,8 @@ with `strict=True` accepts `stabilityai/TripoSR` unchanged. The computation foll
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,9 +18,12 @@ from remote.triposr.backbone import Transformer1D
 from remote.triposr.config import DecoderConfig, TripoSRConfig
 from remote.triposr.vit import ViTModel
 
+logger = logging.getLogger(__name__)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FAST_TRANSFORMER_DTYPE = torch.bfloat16  # the fast path's encoder and transformer
+FUSED_FIELD_TOLERANCE = 0.05  # relative density, fused kernel vs PyTorch ops (fp16 rounding is ~1e-2)
 
 
 class ImageTokenizer(nn.Module):
@@ -97,6 +102,7 @@ class TripoSR(nn.Module):
         self.post_processor = TriplaneUpsampler(config.num_channels, config.post_processor_out_channels)
         self.decoder = FieldDecoder(config.decoder)
         self.fused_field = False  # use_fast_precision turns it on
+        self.fused_field_checked = False
         self._fused_mlp: tuple[tuple[torch.device, torch.dtype], fused_field.FusedFieldMLP] | None = None
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -111,10 +117,14 @@ class TripoSR(nn.Module):
             raise ValueError(
                 f"TripoSR takes float images shaped (B, H, W, 3) in 0..1, got {images.dtype} {tuple(images.shape)}"
             )
-        pixels = self.preprocess(images)
+        return self.encode(self.preprocess(images))
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, S, S) at the conditioning size -> scene codes (B, 3, C, R, R): fixed shapes,
+        so the CUDA path can replay it as one graph (cuda_graph.py)."""
         dtype = self.tokenizer.embeddings.dtype
         image_tokens = self.image_tokenizer(pixels).to(dtype)
-        tokens = self.backbone(self.tokenizer(images.shape[0]), image_tokens)
+        tokens = self.backbone(self.tokenizer(pixels.shape[0]), image_tokens)
         planes = self.tokenizer.detokenize(tokens).to(self.post_processor.upsample.weight.dtype)
         return self.post_processor(planes)
 
@@ -192,6 +202,23 @@ class SceneField:
         if model.fused_field and (scene_code.is_cuda or fused_field.interpreted()):
             mlp = model.fused_mlp()
             self.fused = (mlp, fused_field.project_planes(scene_code, mlp.first_weight))
+            if not model.fused_field_checked:
+                self._check_fused()
+
+    def _check_fused(self) -> None:
+        """Once per model: the kernel must agree with the PyTorch query on this scene, or the
+        model goes back to PyTorch ops (a compiler that miscompiles the kernel on some GPU must
+        not change the mesh)."""
+        points = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0)) * 1.74 - 0.87
+        points = points.to(self.device)
+        expected, _ = self.model.query_field(self.scene_code, points)
+        fused, _ = self.query(points)
+        error = float(((fused - expected).abs() / expected.abs().clamp_min(1e-6)).max())
+        self.model.fused_field_checked = True
+        if not error < FUSED_FIELD_TOLERANCE:  # also catches NaN
+            logger.warning("the fused field kernel disagrees with PyTorch (%.3g); using PyTorch ops", error)
+            self.model.fused_field = False
+            self.fused = None
 
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.fused is None:

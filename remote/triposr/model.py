@@ -7,6 +7,7 @@ with `strict=True` accepts `stabilityai/TripoSR` unchanged. The computation foll
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FAST_TRANSFORMER_DTYPE = torch.bfloat16  # the fast path's encoder and transformer
-FUSED_FIELD_TOLERANCE = 0.05  # relative density, fused kernel vs PyTorch ops (fp16 rounding is ~1e-2)
+FUSED_FIELD_TOLERANCE = 0.05  # max relative density, fused kernel vs float32 (measured 7e-3 on an H100)
 
 
 class ImageTokenizer(nn.Module):
@@ -147,7 +148,9 @@ class TripoSR(nn.Module):
         self.fused_field = fused_field_kernel and fused_field.available()
         return self
 
-    def query_field(self, scene_code: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def query_field(
+        self, scene_code: torch.Tensor, points: torch.Tensor, decoder: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N, 3) in model space -> density (N,) after exp, colour (N, 3) sRGB in 0..1 (float32).
 
         `scene_code` is one item of `forward`'s output, (3, C, R, R); points outside the cube of
@@ -166,8 +169,9 @@ class TripoSR(nn.Module):
         # (3, C, 1, N) is already (3C, N) in upstream's feature order (plane-major); the MLP reads
         # its transpose as is, with no copy of the largest tensor of the query.
         features = sampled.view(-1, points.shape[0]).t()
-        decoder_dtype = next(self.decoder.parameters()).dtype
-        return self.activate(self.decoder(features.to(decoder_dtype)))
+        decoder = decoder or self.decoder
+        decoder_dtype = next(decoder.parameters()).dtype
+        return self.activate(decoder(features.to(decoder_dtype)))
 
     def activate(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP's raw (N, 4) outputs -> density after exp, colour after sigmoid (float32)."""
@@ -206,12 +210,14 @@ class SceneField:
                 self._check_fused()
 
     def _check_fused(self) -> None:
-        """Once per model: the kernel must agree with the PyTorch query on this scene, or the
-        model goes back to PyTorch ops (a compiler that miscompiles the kernel on some GPU must
-        not change the mesh)."""
+        """Once per model: the kernel must agree with float32 math on the same weights and planes
+        (PyTorch ops), or the model goes back to PyTorch ops: a compiler that miscompiles the
+        kernel on some GPU must not change the mesh. (Against float32 because the fp16 PyTorch
+        query is itself ten times further from it than the kernel: H100, random weights.)"""
         points = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0)) * 1.74 - 0.87
         points = points.to(self.device)
-        expected, _ = self.model.query_field(self.scene_code, points)
+        float32_decoder = copy.deepcopy(self.model.decoder).float()
+        expected, _ = self.model.query_field(self.scene_code.float(), points, decoder=float32_decoder)
         fused, _ = self.query(points)
         error = float(((fused - expected).abs() / expected.abs().clamp_min(1e-6)).max())
         self.model.fused_field_checked = True

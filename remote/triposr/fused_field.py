@@ -15,8 +15,14 @@ Two facts make that simple:
   texel coordinate `((u + 1) * R - 1) / 2`, four neighbours, texels outside the plane count as 0.
 
 Hidden activations are rounded to the weights' dtype (fp16 on the fast path) for each matrix
-product, accumulated in float32, as the fp16 `nn.Linear` layers do. Only the fast path on CUDA
-uses it; `TRITON_INTERPRET=1` runs it on the CPU (the tests do, against `query_field`).
+product and accumulated in float32; everything else stays float32 (the PyTorch fp16 query also
+rounds the sampling coordinates and features to fp16). Measured on an H100 with full-size random
+weights: 16.7M points (a 256^3 grid) in 19 ms instead of 50 ms, and a tenth of the PyTorch fp16
+query's distance from float32 (relative density: mean 3e-4 instead of 3.4e-3, max 7e-3 instead
+of 0.13).
+
+Only the fast path on CUDA uses it, after SceneField has checked it once against float32 math;
+`TRITON_INTERPRET=1` runs it on the CPU (the tests do, against `query_field`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from remote.errors import GpuOutOfMemoryError, InvalidOptionError
+from remote.errors import GpuOutOfMemoryError, InvalidOptionError, NoForegroundError
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
 from remote.preprocess import REMOVE_BACKGROUND_MODES, BackgroundRemover, load_image, prepare_image
@@ -27,6 +27,14 @@ from remote.triposr.weights import load_model, resolve_device
 
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 PRECISIONS = ("auto", "fast", "float32")
+
+
+def check_precision(precision: str) -> None:
+    """Refuse an unknown precision setting with the choices."""
+    if precision not in PRECISIONS:
+        raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+
+
 CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 
 
@@ -117,24 +125,60 @@ class Pipeline:
         "fast" uses reduced precision and the band extraction; "auto" is "fast" on CUDA and, on
         the CPU (where bf16 does not pay), float32 weights with the band extraction.
         """
-        if precision not in PRECISIONS:
-            raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+        check_precision(precision)
         torch_device = resolve_device(device)
-        exact = precision == "float32"
         triposr = load_model(str(model), device=torch_device)
-        fast = precision == "fast" or (precision == "auto" and torch_device.type == "cuda")
-        if fast:
-            triposr.use_fast_precision()
-        return cls(
+        return cls.from_model(
             triposr,
             torch_device,
             BackgroundRemover(rembg_model_path),
+            precision=precision,
             model_source=str(model),
             revision=getattr(triposr, "revision", None),
             max_pixels=max_pixels,
-            exact=exact,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: TripoSR,
+        device: torch.device,
+        remover: BackgroundRemover,
+        *,
+        precision: str = "auto",
+        model_source: str = "",
+        revision: str | None = None,
+        max_pixels: int | None = 40_000_000,
+    ) -> "Pipeline":
+        """A model already on `device` -> Pipeline, with `precision`'s dtypes, extraction and (fast
+        path on CUDA) CUDA graph. Pipeline.load and the Modal container's warm start share it."""
+        check_precision(precision)
+        fast = precision == "fast" or (precision == "auto" and device.type == "cuda")
+        if fast:
+            model.use_fast_precision()
+        return cls(
+            model,
+            device,
+            remover,
+            model_source=model_source,
+            revision=revision,
+            max_pixels=max_pixels,
+            exact=precision == "float32",
             cuda_graph=fast and CUDA_GRAPH,
         )
+
+    def warm_up(self) -> None:
+        """On CUDA, one small generate before the first request: it compiles the fused field kernel,
+        checks it, and captures the model pass's CUDA graph (seconds the first artist would
+        otherwise wait). On the CPU there is nothing to prepare."""
+        if self.device.type != "cuda":
+            return
+        picture = PIL.Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+        picture.paste((200, 120, 60, 255), (16, 16, 48, 48))  # a cut-out square: no background removal
+        try:
+            self.generate(picture, GenerateOptions(resolution=64, remove_background="never"))
+        except NoForegroundError:
+            pass  # an untrained or unusual model may see nothing in a square; the kernels are ready anyway
 
     def generate(
         self, image: bytes | str | Path | PIL.Image.Image, options: GenerateOptions | None = None

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from remote.errors import InvalidOptionError
-from remote.pipeline import PRECISIONS, Pipeline
+from remote.pipeline import Pipeline, check_precision
 from remote.preprocess import BackgroundRemover
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
@@ -42,20 +41,18 @@ def finish_on_device(
     repository and commit the local files were verified against. `precision` means what it means
     for `Pipeline.load` ("auto": reduced precision on CUDA; "float32": the exact, dense path).
     """
-    if precision not in PRECISIONS:
-        raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+    check_precision(precision)  # before any device work
     torch_device = resolve_device(device)
-    model = model.to(torch_device)
-    if precision == "fast" or (precision == "auto" and torch_device.type == "cuda"):
-        model.use_fast_precision()
     remover = BackgroundRemover(rembg_model_path)
     remover.session()  # open ONNX Runtime (and its CUDA provider) now, not on the first request
-    return Pipeline(
-        model,
+    pipeline = Pipeline.from_model(
+        model.to(torch_device),
         torch_device,
         remover,
+        precision=precision,
         model_source=model_source,
         revision=revision,
         max_pixels=max_pixels,
-        exact=precision == "float32",
     )
+    pipeline.warm_up()
+    return pipeline

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from conftest import EXAMPLES, TINY_MODEL
 from remote import warm_start
 from remote.pipeline import GenerateOptions
@@ -19,3 +22,13 @@ def test_cpu_half_then_device_half_give_a_working_pipeline(tmp_path):
     assert pipeline.info["model"] == "stabilityai/TripoSR" and pipeline.info["revision"] == "abc123"
     result = pipeline.generate((EXAMPLES / "teapot.png").read_bytes(), GenerateOptions(resolution=32))
     assert result.glb[:4] == b"glTF" and result.face_count > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_warm_up_prepares_the_cuda_path() -> None:
+    """After warm_up the fused kernel is compiled and checked and the model pass is captured."""
+    from remote.pipeline import Pipeline
+
+    pipeline = Pipeline.load(TINY_MODEL, device="cuda")
+    pipeline.warm_up()
+    assert pipeline.model.fused_field_checked and len(pipeline.run_model._graphs) == 1

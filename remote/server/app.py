@@ -60,7 +60,8 @@ def service_version() -> str:
 
 
 def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:
-    """Load the pipeline the settings describe, and open background removal before the first request."""
+    """Load the pipeline the settings describe; open background removal and warm up the GPU path
+    before the first request."""
 
     def load() -> Pipeline:
         pipeline = Pipeline.load(
@@ -68,6 +69,7 @@ def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:
             max_pixels=settings.max_pixels, precision=settings.precision,
         )
         pipeline.remover.session()
+        pipeline.warm_up()
         return pipeline
 
     return load

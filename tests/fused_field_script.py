@@ -72,7 +72,22 @@ def main() -> None:
         strict = load_model(TINY_MODEL, device="cpu").use_fast_precision()
         strict_field = strict.field(strict(images)[0])
         report["disagreeing_kernel"] = {"dispatched": strict_field.fused is not None, "model_flag": strict.fused_field}
+        # A kernel that cannot run (here: it raises) is switched off too, and the query still answers.
+        model_module.FUSED_FIELD_TOLERANCE = 0.05
+        failing = load_model(TINY_MODEL, device="cpu").use_fast_precision()
+        failing.fused_mlp().__class__ = _Failing
+        failing_field = failing.field(failing(images)[0])
+        answer, _ = failing_field.query(points[:10])
+        report["failing_kernel"] = {
+            "dispatched": failing_field.fused is not None, "model_flag": failing.fused_field,
+            "answers": bool(torch.isfinite(answer).all()),
+        }
     print(json.dumps(report))
+
+
+class _Failing(fused_field.FusedFieldMLP):
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError("no C compiler")
 
 
 def _plain(model, scene):

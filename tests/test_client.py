@@ -39,12 +39,24 @@ def stage_changes(calls: list[tuple[str, float | None]]) -> list[str]:
     return stages
 
 
+def wait_until_idle(server: str) -> None:
+    deadline = time.monotonic() + 120
+    while Client(server, TOKEN, 10).health()["queue"]["active"]:
+        assert time.monotonic() < deadline, "the server stayed busy"
+        time.sleep(0.05)
+
+
 def occupy(server: str) -> threading.Thread:
-    """Keep the one-job server busy with a slow request, started now."""
+    """Keep the one-job server busy with a slow request; returns once the server says it is busy."""
     slow = threading.Thread(target=lambda: Client(server, TOKEN, 120).generate(CHAIR, SLOW))
     slow.start()
-    time.sleep(0.5)
-    return slow
+    deadline = time.monotonic() + 60
+    while True:
+        queue = Client(server, TOKEN, 10).health()["queue"]
+        if queue["active"] >= queue["limit"]:
+            return slow
+        assert slow.is_alive() and time.monotonic() < deadline, "the slow request never occupied the server"
+        time.sleep(0.02)
 
 
 def test_health_and_generate(server):
@@ -119,7 +131,7 @@ def test_bad_endpoint_url():
 def test_no_answer_within_the_timeout(server):
     with pytest.raises(ClientError, match="No answer from .* within 1 s; raise the timeout"):
         Client(server, TOKEN, timeout=1).generate(CHAIR, SLOW)
-    time.sleep(3.5)  # let the server finish the abandoned job before the next test
+    wait_until_idle(server)  # the server finishes the abandoned job before the next test
 
 
 def test_busy_server_is_retried_until_it_is_free(server):

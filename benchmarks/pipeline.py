@@ -145,7 +145,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-cuda-graph", action="store_true", help="experiment: run the model pass eagerly")
     parser.add_argument("--no-fused-field", action="store_true", help="experiment: query the field with PyTorch ops")
     parser.add_argument("--transformer-dtype", choices=("bf16", "fp16"), default=None,
-                        help="experiment: the fast path's encoder/transformer dtype (default bf16)")
+                        help="experiment: the fast path's encoder/transformer dtype (default fp16)")
     parser.add_argument("--profile", action="store_true", help="print the top functions of one warm run")
     return parser.parse_args()
 

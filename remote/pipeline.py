@@ -6,6 +6,7 @@ GLB) and times each stage, so every caller reports the same numbers and the same
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from remote.errors import GpuOutOfMemoryError, InvalidOptionError, NoForegroundError
+from remote.errors import GpuOutOfMemoryError, ImageTo3DError, InvalidOptionError, NoForegroundError
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
 from remote.preprocess import REMOVE_BACKGROUND_MODES, BackgroundRemover, load_image, prepare_image
@@ -26,6 +27,8 @@ from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
 
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
+logger = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "fast", "float32")
 
 
@@ -208,7 +211,7 @@ class Pipeline:
             with torch.inference_mode():
                 with self._stage(timings, "model"):
                     images = torch.from_numpy(prepared).to(self.device)[None]
-                    scene_code = self.run_model(images)[0]
+                    scene_code = self.scene_code(images)
                 mesh = extract_mesh(
                     self.model.field(scene_code),
                     resolution=options.resolution,
@@ -232,6 +235,20 @@ class Pipeline:
         return GenerateResult(
             glb=glb, vertex_count=len(mesh.vertices), face_count=len(mesh.faces), timings=timings
         )
+
+    def scene_code(self, images: torch.Tensor) -> torch.Tensor:
+        """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in
+        the scene code) is run again with bf16 arithmetic, which has float32's range."""
+        scene_code = self.run_model(images)[0]
+        if next(self.model.backbone.parameters()).dtype == torch.float16 and not bool(scene_code.isfinite().all()):
+            logger.warning("the fp16 model pass overflowed on this image; running it again with bf16 arithmetic")
+            scene_code = self.model.forward_wide_range(images)[0]
+            if not bool(scene_code.isfinite().all()):
+                raise ImageTo3DError(
+                    "The model's numbers overflowed on this image even with bf16 arithmetic; run the server "
+                    "with the exact path (IMAGE_TO_3D_PRECISION=float32) for this model."
+                )
+        return scene_code
 
     def _sync(self) -> None:
         """Wait for queued GPU work so stage timings measure the stage, not the launch."""

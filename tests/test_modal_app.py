@@ -398,7 +398,7 @@ def test_modal_run_refuses_a_missing_image_before_waking_a_gpu(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("precision", "dtype", "extraction"),
-    [("auto", "float32", "band"), ("fast", "bfloat16", "band"), ("float32", "float32", "dense")],
+    [("auto", "float32", "band"), ("fast", "float16", "band"), ("float32", "float32", "dense")],
 )
 def test_finish_on_device_applies_the_precision_setting(
     tmp_path: Path, precision: str, dtype: str, extraction: str

@@ -90,7 +90,7 @@ def test_wrong_shapes_are_refused(model):
 
 
 def test_fast_precision_stays_near_upstream(expected):
-    """The GPU fast path's dtypes (bf16 transformer, fp16 planes and MLP), run here on the CPU:
+    """The GPU fast path's dtypes (fp16 transformer, planes and MLP), run here on the CPU:
     the same numbers within reduced precision's rounding, in upstream's feature order (a mixed-up
     plane or channel order moves densities by far more than this)."""
     fast = load_model(TINY_MODEL, device="cpu").use_fast_precision()
@@ -116,3 +116,30 @@ def test_cuda_graph_replays_the_same_scene_codes():
             images = torch.rand(1, size, size, 3, device="cuda")
             torch.testing.assert_close(graphed(images), model(images), rtol=0, atol=0)
     assert len(graphed._graphs) == 1
+
+
+def test_an_fp16_overflow_is_run_again_with_bf16_arithmetic():
+    """A model whose ViT activations pass fp16's 65504 while its weights stay in range (one MLP's
+    two layers scaled by 1000; the final LayerNorm brings the stream back): the fp16 pass gives
+    inf/NaN, the pipeline's second pass with bf16 gives float32's scene code within bf16 rounding."""
+    from remote.pipeline import Pipeline
+    from remote.preprocess import BackgroundRemover
+
+    def overflowing_model():
+        model = load_model(TINY_MODEL, device="cpu")
+        layer = model.image_tokenizer.model.encoder.layer[1]
+        with torch.no_grad():
+            for linear in (layer.intermediate.dense, layer.output.dense):
+                linear.weight.mul_(1000)
+                linear.bias.mul_(1000)
+        return model
+
+    pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
+    images = torch.from_numpy(pixels)[None]
+    with torch.inference_mode():
+        expected = overflowing_model()(images)[0]
+        pipeline = Pipeline.from_model(overflowing_model(), torch.device("cpu"), BackgroundRemover(), precision="fast")
+        assert not pipeline.run_model(images).isfinite().all()  # the fp16 pass alone overflows
+        scene_code = pipeline.scene_code(images)
+    assert scene_code.isfinite().all()
+    assert _relative_error(scene_code.float().numpy(), expected.numpy()) < 5e-2

@@ -8,6 +8,7 @@ system's proxy settings for remote endpoints. The same client then also runs in 
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import ipaddress
 import json
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,7 @@ class GenerateResult:
     faces: int | None = None
     request_id: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, from Server-Timing
+    transfer_bytes: int | None = None  # the download's size on the wire (gzip-compressed or not)
 
 
 @dataclass
@@ -120,7 +123,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 class Client:
     """Talks to one endpoint; `timeout` (seconds) bounds a whole generate call, retries included."""
 
-    def __init__(self, endpoint: str, token: str = "", timeout: float = 300.0) -> None:
+    def __init__(
+        self, endpoint: str, token: str = "", timeout: float = 300.0, compress: bool | None = None
+    ) -> None:
         endpoint = normalize_endpoint(endpoint)
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -134,6 +139,9 @@ class Client:
         # A proxy set for the internet cannot reach this machine's own server: skip it for loopback.
         proxies = urllib.request.ProxyHandler({} if is_loopback(endpoint) else None)
         self._opener = urllib.request.build_opener(proxies, _Redirects())
+        # Ask for gzip over a network (a GLB shrinks 2-4x; zlib inflates it in milliseconds), not
+        # from this machine's own server, where compressing costs more than sending.
+        self.compress = not is_loopback(endpoint) if compress is None else compress
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -219,6 +227,7 @@ class Client:
                     faces=_int_or_none(headers.get("X-Mesh-Faces")),
                     request_id=headers.get("X-Request-ID"),
                     timings=parse_server_timing(headers.get("Server-Timing", "")),
+                    transfer_bytes=_int_or_none(headers.get("Content-Length")),
                 )
             code = _error_payload(body).get("code", "")
             if status != 503 or code not in RETRYABLE_503:
@@ -255,12 +264,15 @@ class Client:
         request = urllib.request.Request(self.endpoint + path, data=body, method=method, headers=dict(headers or {}))
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if self.compress:
+            request.add_header("Accept-Encoding", "gzip")
         try:
             with self._opener.open(request, timeout=timeout) as response:
-                return response.status, _headers(response.headers), _read(response, cancel, progress)
+                body = _read(response, cancel, progress)
+                return response.status, _headers(response.headers), _decoded(body, response.headers)
         except urllib.error.HTTPError as error:
             with error:
-                return error.code, _headers(error.headers), error.read()
+                return error.code, _headers(error.headers), _decoded(error.read(), error.headers)
         except TimeoutError as error:  # socket.timeout is TimeoutError
             raise self._timeout_error(timeout) from error
         except urllib.error.URLError as error:
@@ -339,6 +351,16 @@ def _read(response: Any, cancel: threading.Event | None, progress: Progress | No
             return b"".join(chunks)
         chunks.append(chunk)
         size += len(chunk)
+
+
+def _decoded(body: bytes, headers: Any) -> bytes:
+    """The body as sent before any gzip content coding (the only coding this client asks for)."""
+    if headers is None or str(headers.get("Content-Encoding", "")).lower() != "gzip":
+        return body
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ClientError(f"The server's compressed answer was damaged ({error}); try again.") from error
 
 
 def _check(cancel: threading.Event | None) -> None:

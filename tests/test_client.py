@@ -198,3 +198,11 @@ def test_server_timing_parsing():
     assert client_module.parse_server_timing("decode;dur=12.5, model;desc=\"x\";dur=80, bad;dur=x") == {
         "decode": 0.0125, "model": 0.08,
     }
+
+
+def test_gzip_is_asked_for_over_a_network_and_inflated(server):
+    assert Client("https://example.org").compress and not Client(server).compress  # loopback sends as is
+    plain = Client(server, TOKEN, timeout=60).generate(CHAIR, {"resolution": 32})
+    packed = Client(server, TOKEN, timeout=60, compress=True).generate(CHAIR, {"resolution": 32})
+    assert packed.glb == plain.glb and plain.transfer_bytes == len(plain.glb)
+    assert packed.transfer_bytes is not None and packed.transfer_bytes < len(packed.glb) / 1.5

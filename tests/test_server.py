@@ -182,6 +182,16 @@ def test_valid_images_return_a_glb(server, body, content_type):
         assert duration.startswith("dur=") and float(duration[4:]) >= 0
 
 
+def test_glb_is_gzipped_for_clients_that_ask(server):
+    asked = post(server, chair(), headers={"Accept-Encoding": "gzip"})
+    assert asked.headers["Content-Encoding"] == "gzip"
+    assert int(asked.headers["Content-Length"]) < len(asked.content) / 1.5  # requests inflated it
+    assert_glb(asked)
+    plain = post(server, chair(), headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and int(plain.headers["Content-Length"]) == len(plain.content)
+    assert plain.content == asked.content
+
+
 def test_options_reach_the_pipeline(server):
     coarse = assert_glb(post(server, chair(), params={"resolution": 32}))
     finer = assert_glb(post(server, chair(), params={"resolution": 48}))

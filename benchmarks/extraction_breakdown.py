@@ -50,28 +50,16 @@ def timed(label: str, fn, device: torch.device, runs: int = 5):
 
 
 def model_pass_with_cuda_graph(pipeline: Pipeline, image: Path, device: torch.device) -> None:
-    """Experiment: the model pass eager, and replayed as one CUDA graph (no launch overhead)."""
+    """The model pass eager, and replayed as one CUDA graph (remote/triposr/cuda_graph.py)."""
     from remote.preprocess import load_image, prepare_image
+    from remote.triposr.cuda_graph import GraphedModel
 
     images = torch.from_numpy(prepare_image(load_image(image), remove_background="never")).to(device)[None]
+    graphed = GraphedModel(pipeline.model)
     with torch.inference_mode():
         eager = timed("model pass (eager)", lambda: pipeline.model(images), device)
-        static = images.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                pipeline.model(static)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                captured = pipeline.model(static)
-        except Exception as error:  # noqa: BLE001 - an experiment: say why and go on
-            print(f"model pass cannot be captured as a CUDA graph: {error!r}")
-            return
-        timed("model pass (CUDA graph replay)", lambda: (static.copy_(images), graph.replay()), device)
-        print(f"  graph vs eager: max difference {(captured.float() - eager.float()).abs().max():.3g}")
+        replayed = timed("model pass (CUDA graph replay)", lambda: graphed(images), device)
+    print(f"  graph vs eager: max difference {(replayed.float() - eager.float()).abs().max():.3g}")
 
 
 def main() -> None:
@@ -104,14 +92,6 @@ def main() -> None:
         for chunk in (262_144, 1 << 20, 1 << 22):
             timed(f"query all {total} points, {chunk} a chunk",
                   lambda: [field.density(p) for p in points.split(chunk)], device)
-        half_field = pipeline.model.field(scene_code.half())
-        timed("query all points, 262144 a chunk, fp16 planes",
-              lambda: [half_field.density(p) for p in points.split(262_144)], device)
-        sample = points[:262_144]
-        exact = field.density(sample)
-        difference = (half_field.density(sample) - exact).abs() / exact.abs().clamp_min(1e-12)
-        print(f"  fp16 planes vs float32 planes: density relative difference mean {difference.mean():.2e}, "
-              f"max {difference.max():.2e}")
         del points
         volume = timed("band_density (coarse + band query)",
                        lambda: band_density(field, resolution, 0.87, threshold, 1 << 20), device)

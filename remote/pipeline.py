@@ -30,15 +30,13 @@ STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fast", "float32")
+CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 
 
 def check_precision(precision: str) -> None:
     """Refuse an unknown precision setting with the choices."""
     if precision not in PRECISIONS:
         raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
-
-
-CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ class Pipeline:
 
         precision "float32" is the exact path (float32 weights, dense grid: upstream's numbers);
         "fast" uses reduced precision and the band extraction; "auto" is "fast" on CUDA and, on
-        the CPU (where bf16 does not pay), float32 weights with the band extraction.
+        the CPU (where reduced precision does not pay), float32 weights with the band extraction.
         """
         check_precision(precision)
         torch_device = resolve_device(device)

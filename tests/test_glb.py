@@ -1,4 +1,5 @@
-"""GLB export read back by trimesh: glTF axes, winding, linear 16-bit COLOR_0, normals, one material."""
+"""GLB export read back by trimesh (glTF axes, winding, linear 16-bit COLOR_0, normals, one material),
+and the container checked byte by byte (header and chunk lengths, alignment, accessors, buffer views)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,41 @@ def _gltf_json(data: bytes) -> dict:
     length, kind = struct.unpack_from("<II", data, 12)
     assert kind == 0x4E4F534A
     return json.loads(data[20 : 20 + length])
+
+
+GLTF_COMPONENTS = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+GLTF_DTYPES = {5123: np.dtype("<u2"), 5125: np.dtype("<u4"), 5126: np.dtype("<f4")}
+
+
+def _chunks(data: bytes) -> tuple[dict, bytes]:
+    """The JSON and BIN chunks of a GLB, after checking the header, the chunk lengths and padding."""
+    magic, version, length = struct.unpack_from("<III", data, 0)
+    assert (magic, version, length) == (0x46546C67, 2, len(data))
+    json_length, json_kind = struct.unpack_from("<II", data, 12)
+    assert json_kind == 0x4E4F534A and json_length % 4 == 0
+    text = data[20 : 20 + json_length]
+    assert len(text.rstrip(b" ")) >= json_length - 4  # padded with spaces (trimesh pads a multiple of 4 with 4)
+    bin_start = 20 + json_length
+    bin_length, bin_kind = struct.unpack_from("<II", data, bin_start)
+    assert bin_kind == 0x004E4942 and bin_length % 4 == 0
+    assert bin_start + 8 + bin_length == len(data)  # two chunks, nothing after them
+    gltf = json.loads(text)
+    binary = data[bin_start + 8 :]
+    (buffer,) = gltf["buffers"]
+    assert "uri" not in buffer and bin_length - 4 < buffer["byteLength"] <= bin_length
+    assert binary[buffer["byteLength"] :].strip(b"\0") == b""  # padded with zeros
+    return gltf, binary[: buffer["byteLength"]]
+
+
+def _accessor_data(gltf: dict, binary: bytes, index: int) -> np.ndarray:
+    accessor = gltf["accessors"][index]
+    view = gltf["bufferViews"][accessor["bufferView"]]
+    components = GLTF_COMPONENTS[accessor["type"]]
+    dtype = GLTF_DTYPES[accessor["componentType"]]
+    assert "byteStride" not in view and accessor.get("byteOffset", 0) == 0  # tightly packed, one view each
+    assert view["byteLength"] == accessor["count"] * components * dtype.itemsize
+    data = np.frombuffer(binary, dtype, accessor["count"] * components, offset=view["byteOffset"])
+    return data.reshape(accessor["count"], components)
 
 
 def _load(data: bytes) -> trimesh.Trimesh:
@@ -122,3 +158,68 @@ def test_vertex_normals_of_a_cube_corner():
 def test_normals_can_be_left_out(mesh):
     gltf = _gltf_json(mesh_to_glb(mesh, normals=False))
     assert set(gltf["meshes"][0]["primitives"][0]["attributes"]) == {"POSITION", "COLOR_0"}
+
+
+@pytest.mark.parametrize("normals", [True, False])
+def test_header_chunks_and_buffer_views_are_well_formed(mesh, normals):
+    gltf, binary = _chunks(mesh_to_glb(mesh, normals=normals))
+    views = gltf["bufferViews"]
+    assert len(views) == len(gltf["accessors"]) == (4 if normals else 3)
+    ranges = sorted((view["byteOffset"], view["byteOffset"] + view["byteLength"]) for view in views)
+    for (start, end), (next_start, _) in zip(ranges, ranges[1:] + [(len(binary), None)]):
+        assert start % 4 == 0 and start < end <= next_start  # aligned, not empty, disjoint, inside the buffer
+    assert all(view["buffer"] == 0 for view in views)
+
+
+@pytest.mark.parametrize("normals", [True, False])
+def test_accessors_hold_the_mesh(mesh, normals):
+    gltf, binary = _chunks(mesh_to_glb(mesh, normals=normals))
+    primitive = gltf["meshes"][0]["primitives"][0]
+    indices = gltf["accessors"][primitive["indices"]]
+    assert (indices["componentType"], indices["type"], indices["count"]) == (5125, "SCALAR", mesh.faces.size)
+    np.testing.assert_array_equal(_accessor_data(gltf, binary, primitive["indices"]).reshape(-1, 3), mesh.faces)
+    position = gltf["accessors"][primitive["attributes"]["POSITION"]]
+    assert (position["componentType"], position["type"], position["count"]) == (5126, "VEC3", len(mesh.vertices))
+    positions = _accessor_data(gltf, binary, primitive["attributes"]["POSITION"])
+    np.testing.assert_array_equal(positions, mesh.vertices[:, [1, 2, 0]])
+    # min and max are required for POSITION and must be those of the stored floats, exactly.
+    assert np.float32(position["min"]).tolist() == positions.min(axis=0).tolist() == position["min"]
+    assert np.float32(position["max"]).tolist() == positions.max(axis=0).tolist() == position["max"]
+    colours = _accessor_data(gltf, binary, primitive["attributes"]["COLOR_0"])
+    np.testing.assert_array_equal(colours, linear_color_ushort(mesh.colors))
+    if normals:
+        np.testing.assert_array_equal(
+            _accessor_data(gltf, binary, primitive["attributes"]["NORMAL"]), mesh.normals[:, [1, 2, 0]]
+        )
+
+
+def test_scene_node_mesh_and_material_are_the_ones_trimesh_wrote(glb):
+    gltf, _ = _chunks(glb)
+    assert gltf["asset"]["version"] == "2.0" and gltf["asset"]["generator"]
+    assert gltf["scene"] == 0 and gltf["scenes"] == [{"nodes": [0]}]
+    assert gltf["nodes"] == [{"name": "object", "mesh": 0}]
+    ((name, primitives),) = [(m["name"], m["primitives"]) for m in gltf["meshes"]]
+    assert name == "object" and [(p["mode"], p["material"]) for p in primitives] == [(4, 0)]
+    assert gltf["materials"] == [
+        {
+            "name": "vertex_colors",
+            "pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0, "roughnessFactor": 1},
+            "doubleSided": False,
+        }
+    ]
+
+
+def test_a_single_triangle_round_trips():
+    triangle = Mesh(
+        vertices=np.array([[0, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32),  # faces model +X
+        faces=np.array([[0, 1, 2]], dtype=np.int32),
+        colors=np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32),
+    )
+    data = mesh_to_glb(triangle)
+    gltf, binary = _chunks(data)
+    loaded = _load(data)
+    np.testing.assert_array_equal(loaded.faces, triangle.faces)
+    np.testing.assert_array_equal(loaded.vertices, triangle.vertices[:, [1, 2, 0]])
+    np.testing.assert_allclose(loaded.face_normals, [[0, 0, 1]])  # model +X is glTF +Z
+    normals = _accessor_data(gltf, binary, gltf["meshes"][0]["primitives"][0]["attributes"]["NORMAL"])
+    np.testing.assert_allclose(normals, [[0, 0, 1]] * 3)

@@ -34,7 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import mesh_distance  # noqa: E402
 from remote.extraction import Mesh, dense_density, extract_mesh  # noqa: E402
 from remote.glb import mesh_to_glb  # noqa: E402
 from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
@@ -91,6 +93,8 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     report.update({f"{stage}_s": value for stage, value in ours["stages"].items()})
     report["total_s"] = ours["total_s"]
     report["peak_gpu_bytes"] = ours["peak_gpu_bytes"]
+    print("ours (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ours["stages"].items())
+          + f", total {ours['total_s'] * 1000:.1f}", flush=True)
     result = pipeline.generate(image_path, options)
     report["vertices"], report["faces"], report["glb_bytes"] = (
         result.vertex_count, result.face_count, len(result.glb)
@@ -263,26 +267,28 @@ def reference_runner(model_dir: Path, device: torch.device, image_path: Path, op
 
 
 def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: GenerateOptions) -> dict:
-    """How far our default path's mesh is from the float32 dense path's, on two scenes."""
+    """How far our default path's mesh is from the float32 dense path's, on the image's scene and
+    on an analytic scene with a thin part (tests/analytic_field.py); and which part moves it."""
     from analytic_field import AnalyticField
 
-    figures = {}
-    scene_code = scene_code_for(pipeline, image_path)
-    fast = mesh_for(pipeline.model.field(scene_code), options)
     exact_model = load_model(model_dir, device=pipeline.device, dtype=torch.float32)
     prepared = prepare_image(load_image(image_path), remove_background="never")
+    images = torch.from_numpy(prepared).to(pipeline.device)[None]
     with torch.inference_mode():
-        exact_code = exact_model(torch.from_numpy(prepared).to(pipeline.device)[None])[0]
-    exact = mesh_for(exact_model.field(exact_code), options, method="dense")
-    figures["scene"] = compare_meshes(fast, exact, options.resolution)
-    # Which half moves the surface: reduced precision alone, or the band alone.
-    figures["scene_precision_only"] = compare_meshes(
-        mesh_for(pipeline.model.field(scene_code), options, method="dense"), exact, options.resolution
-    )
-    figures["scene_band_only"] = compare_meshes(
-        mesh_for(exact_model.field(exact_code), options, method="band"), exact, options.resolution
-    )
-    del exact_model, exact_code
+        scene_code = pipeline.scene_code(images)
+        exact_code = exact_model(images)[0]
+        exact = mesh_for(exact_model.field(exact_code), options, method="dense")
+        candidates = {
+            "scene": mesh_for(pipeline.model.field(scene_code), options),
+            # Which part moves the surface: the band alone, reduced precision alone, and of that the
+            # transformer's scene code alone (float32 field) or the fast field alone (float32 code).
+            "scene_band_only": mesh_for(exact_model.field(exact_code), options, method="band"),
+            "scene_precision_only": mesh_for(pipeline.model.field(scene_code), options, method="dense"),
+            "scene_transformer_only": mesh_for(exact_model.field(scene_code.float()), options, method="dense"),
+            "scene_field_only": mesh_for(pipeline.model.field(exact_code), options, method="dense"),
+        }
+    figures = {name: compare_meshes(mesh, exact, options.resolution) for name, mesh in candidates.items()}
+    del exact_model, exact_code, candidates
     _free(pipeline.device)
     analytic = AnalyticField(threshold=options.threshold, device=str(pipeline.device))
     figures["analytic"] = compare_meshes(
@@ -297,28 +303,13 @@ def mesh_for(field, options: GenerateOptions, method: str = "band") -> Mesh:
 
 
 def compare_meshes(candidate: Mesh, reference: Mesh, resolution: int) -> dict:
-    """Mean and max distance in voxels both ways (a part missing in one shows up as a large max),
-    and mean colour difference at nearest vertices."""
+    """Surface distance both ways in voxels, parts missing either way, colour difference
+    (benchmarks/mesh_distance.py)."""
     voxel = 2 * 0.87 / (resolution - 1)
-    a = torch.from_numpy(candidate.vertices)
-    b = torch.from_numpy(reference.vertices)
-    d_ab, i_ab = _nearest(a, b)
-    d_ba, _ = _nearest(b, a)
-    colour = np.abs(candidate.colors - reference.colors[i_ab.numpy()]).mean()
-    return {
-        "mean_distance_voxels": float(torch.cat([d_ab, d_ba]).mean() / voxel),
-        "max_distance_voxels": float(torch.cat([d_ab, d_ba]).max() / voxel),
-        "mean_colour_difference": float(colour),
-        "vertices": [len(candidate.vertices), len(reference.vertices)],
-    }
-
-
-def _nearest(points: torch.Tensor, targets: torch.Tensor):
-    """Exact nearest target vertex for each point (a k-d tree on the CPU)."""
-    from scipy.spatial import cKDTree
-
-    distances, indices = cKDTree(targets.numpy()).query(points.numpy())
-    return torch.from_numpy(distances), torch.from_numpy(indices)
+    return mesh_distance.compare_meshes(
+        candidate.vertices, candidate.faces, candidate.colors,
+        reference.vertices, reference.faces, reference.colors, voxel,
+    )  # fmt: skip
 
 
 def print_table(report: dict) -> None:
@@ -352,8 +343,17 @@ def print_table(report: dict) -> None:
           f"transformer {report['transformer_dtype']}; CUDA graph {report['cuda_graph']}, "
           f"fused field {report['fused_field']}")
     for scene, figures in report.get("parity", {}).items():
-        print(f"parity ({scene}): mean {figures['mean_distance_voxels']:.3f} voxel, "
-              f"max {figures['max_distance_voxels']:.2f} voxel, colour {figures['mean_colour_difference'] * 100:.2f}%")
+        print_parity(scene, figures)
+
+
+def print_parity(scene: str, figures: dict) -> None:
+    missing, extra = figures["missing_parts"], figures["extra_parts"]
+    print(f"parity ({scene}): surface mean {figures['mean_distance_voxels']:.3f} voxel, "
+          f"p99 {figures['p99_distance_voxels']:.2f}, max {figures['max_distance_voxels']:.2f}; "
+          f"colour {figures['mean_colour_difference'] * 100:.2f}%; parts >= 1 voxel^2 missing "
+          f"{missing['visible']}, extra {extra['visible']} (specks: {missing['count']} missing, largest "
+          f"{max(missing['largest_voxels2'], default=0):.3f} voxel^2; {extra['count']} extra, largest "
+          f"{max(extra['largest_voxels2'], default=0):.3f})")
 
 
 def _device_name(device: torch.device) -> str:

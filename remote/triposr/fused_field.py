@@ -57,8 +57,9 @@ def project_planes(scene_code: torch.Tensor, first_weight: torch.Tensor) -> torc
     """(3, C, R, R) planes and the first layer's (W, 3C) weight -> (3, R, R, W) float32 planes
     whose bilinear samples are that layer's output before its bias."""
     planes, channels = scene_code.shape[0], scene_code.shape[1]
-    weight = first_weight.float().view(-1, planes, channels)  # (W, plane, C): features are plane-major
-    return torch.einsum("wpc,pchx->phxw", weight, scene_code.float()).contiguous()
+    with torch.no_grad():  # a query, never trained: no autograd graph over the weights
+        weight = first_weight.float().view(-1, planes, channels)  # (W, plane, C): features are plane-major
+        return torch.einsum("wpc,pchx->phxw", weight, scene_code.float()).contiguous()
 
 
 class FusedFieldMLP:

@@ -42,10 +42,22 @@ RENAMED_ATTRIBUTES = {
 }
 
 
-def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
-    """The sRGB electro-optical transfer function (IEC 61966-2-1), float32, on values clipped to 0..1."""
-    srgb = np.clip(np.asarray(srgb, dtype=np.float32), 0.0, 1.0)
-    linear = np.power((srgb + np.float32(0.055)) / np.float32(1.055), np.float32(2.4))
+def srgb_to_linear(srgb: ArrayLike) -> np.ndarray:
+    """The sRGB electro-optical transfer function (IEC 61966-2-1), float32, on values clipped to 0..1.
+
+    The power is exp(2.4 log(x)): numpy 1.26 has SIMD float32 exp and log but a scalar float32 power
+    (about 3x slower). Over every float32 in 0.04045..1 it is within 9.5e-7 of the float64 value,
+    relative (np.power: 4e-7); below 0.04045 it is the same division as before. Colours already in
+    0..1 (the model's are) skip the clip: two reductions cost less than np.clip's copy.
+    """
+    srgb = np.asarray(srgb, dtype=np.float32)
+    if srgb.size and not (srgb.min() >= 0 and srgb.max() <= 1):
+        srgb = np.clip(srgb, np.float32(0.0), np.float32(1.0))  # NaN stays NaN, as it did
+    linear = srgb + np.float32(0.055)
+    linear /= np.float32(1.055)
+    np.log(linear, out=linear)
+    linear *= np.float32(2.4)
+    np.exp(linear, out=linear)
     np.copyto(linear, srgb * np.float32(1 / 12.92), where=srgb <= np.float32(0.04045))
     return linear
 

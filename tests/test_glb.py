@@ -169,6 +169,10 @@ def test_header_chunks_and_buffer_views_are_well_formed(mesh, normals):
     for (start, end), (next_start, _) in zip(ranges, ranges[1:] + [(len(binary), None)]):
         assert start % 4 == 0 and start < end <= next_start  # aligned, not empty, disjoint, inside the buffer
     assert all(view["buffer"] == 0 for view in views)
+    primitive = gltf["meshes"][0]["primitives"][0]
+    target = [views[accessor["bufferView"]]["target"] for accessor in gltf["accessors"]]
+    assert target[primitive["indices"]] == 34963  # ELEMENT_ARRAY_BUFFER
+    assert {target[index] for index in primitive["attributes"].values()} == {34962}  # ARRAY_BUFFER
 
 
 @pytest.mark.parametrize("normals", [True, False])
@@ -223,3 +227,20 @@ def test_a_single_triangle_round_trips():
     np.testing.assert_allclose(loaded.face_normals, [[0, 0, 1]])  # model +X is glTF +Z
     normals = _accessor_data(gltf, binary, gltf["meshes"][0]["primitives"][0]["attributes"]["NORMAL"])
     np.testing.assert_allclose(normals, [[0, 0, 1]] * 3)
+
+
+def test_meshes_the_writer_cannot_represent_are_refused_clearly(mesh):
+    def with_(**changes) -> Mesh:
+        fields = {"vertices": mesh.vertices, "faces": mesh.faces, "colors": mesh.colors} | changes
+        return Mesh(**fields)
+
+    with pytest.raises(ValueError, match="no faces"):
+        mesh_to_glb(with_(faces=np.zeros((0, 3), np.int32)))
+    with pytest.raises(ValueError, match="outside"):
+        mesh_to_glb(with_(faces=np.where(mesh.faces == 0, len(mesh.vertices), mesh.faces)), normals=False)
+    with pytest.raises(ValueError, match="outside"):
+        mesh_to_glb(with_(faces=mesh.faces - 1), normals=False)
+    with pytest.raises(ValueError, match="non-finite"):
+        mesh_to_glb(with_(vertices=np.where(mesh.vertices > 0.4, np.nan, mesh.vertices)), normals=False)
+    with pytest.raises(ValueError, match="colours"):
+        mesh_to_glb(with_(colors=mesh.colors[:-1]))

@@ -15,14 +15,16 @@
   into the Principled BSDF's Base Color for a primitive with COLOR_0).
 
 The GLB is written here (glTF 2.0 binary: a 12-byte header, a JSON chunk, a BIN chunk) rather than
-by trimesh's exporter, which took 50-70 ms for 135k vertices on the CPU (20 ms on the GPU host) of
-an 80 ms budget for the whole request: mostly axis-0 min/max over every accessor, the faces
-included, and joining the pieces. Here each array is written once, column by column (numpy copies
-rows of 3 slowly), into one BIN buffer; only POSITION carries min/max (the spec asks for them
-there alone), taken from the stored floats; indices are always unsigned int (5125) so one layout
-serves every size. The content is what trimesh wrote (scene 0, node and mesh "object", accessors in
-the same order, material "vertex_colors"), plus bufferView targets. trimesh stays the reader in the
-tests, and Blender's importer reads it in tests/test_blender_import.py.
+by trimesh's exporter, which took 40-70 ms for 135k vertices (benchmarks/glb_export.py, on a 2-core
+CPU and on an H200 host's) of an 80 ms budget for the whole request: mostly axis-0 min/max over
+every accessor, the faces included, and joining the pieces. Here each array is written once, column
+by column (numpy copies rows of 3 slowly), into one BIN buffer, and the file is one join: 5-7 ms,
+a third of it the colours' log and exp. Only POSITION carries min/max (the spec asks for them there
+alone), taken from the stored floats. Indices are always unsigned int (5125): unsigned short would
+only serve meshes under 65536 vertices, smaller than the pipeline's. The content is what trimesh
+wrote (scene 0, node and mesh "object", accessors in the same order, material "vertex_colors"),
+plus bufferView targets. trimesh stays the reader in the tests, and Blender's importer reads the
+file in tests/test_blender_import.py.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@
 - `--random-weights` builds full-size random weights (no download). Random weights rarely reach
   upstream's density threshold, so the threshold then defaults to the largest inside share of the
   grid whose surface has at most 250k faces (see `choose_threshold`); it is printed.
+- `--fitted-scene` (with `--random-weights`) first fits the post-processor and field MLP so that the
+  image's field is the analytic shape (benchmarks/fitted_scene.py): a meaningful surface, thin fin
+  included, that the random ViT and transformer's reduced precision still act on; threshold 25.
 
 With `--json` the last line printed is one JSON object with every figure.
 """
@@ -44,6 +47,7 @@ from remote.preprocess import load_image, prepare_image  # noqa: E402
 from remote.triposr.weights import build_random_model, load_model, resolve_device  # noqa: E402
 
 REFERENCE_CHUNK = 8192
+FITTED_THRESHOLD = 25.0  # upstream's; the fitted scene's surface is fitted at it
 MAX_RANDOM_FACES = 250_000
 INSIDE_SHARES = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5)
 STAGE_ORDER = ("decode", "preprocess", "model", "extraction", "color", "glb")
@@ -52,7 +56,11 @@ STAGE_ORDER = ("decode", "preprocess", "model", "extraction", "color", "glb")
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        model_dir = save_random_model(Path(folder), args.decoder_gain) if args.random_weights else Path(args.model)
+        if args.random_weights:
+            fit_image = Path(args.image) if args.fitted_scene else None
+            model_dir = save_random_model(Path(folder), args.decoder_gain, fit_image, resolve_device(args.device))
+        else:
+            model_dir = Path(args.model)
         run_benchmark(args, model_dir)
 
 
@@ -130,6 +138,9 @@ def parse_args() -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="folder with config.yaml + weights, or a hub repo")
     source.add_argument("--random-weights", action="store_true", help="full-size random weights")
+    parser.add_argument("--fitted-scene", action="store_true",
+                        help="with --random-weights: fit the post-processor and field MLP so the image's "
+                             "field is a meaningful shape (benchmarks/fitted_scene.py), threshold 25")
     parser.add_argument("--decoder-gain", type=float, default=3.0,
                         help="scale of the random field MLP (3: a structured field; 1: PyTorch's default "
                              "init, a nearly flat field that reduced precision turns into rounding ties)")
@@ -164,14 +175,31 @@ def load_pipeline(args: argparse.Namespace, device: torch.device, model_dir: Pat
     return time.perf_counter() - start, pipeline
 
 
-def save_random_model(folder: Path, decoder_gain: float = 1.0) -> Path:
-    """Write full-size random weights as a published-format folder (config.yaml + safetensors)."""
+def save_random_model(
+    folder: Path, decoder_gain: float = 1.0, fit_image: Path | None = None, device: torch.device | None = None
+) -> Path:
+    """Write full-size random weights as a published-format folder (config.yaml + safetensors).
+
+    With `fit_image`, the post-processor and field MLP are fitted (on `device`) so that the model's
+    field for that image is the analytic shape of tests/analytic_field.py (benchmarks/fitted_scene.py):
+    a meaningful surface that the model's own reduced precision acts on."""
     from safetensors.torch import save_file
 
     from remote.triposr.config import DEFAULT_CONFIG_PATH
 
-    model = build_random_model(device="cpu", dtype=torch.float32, decoder_gain=decoder_gain)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    build_device = device if fit_image is not None and device is not None else torch.device("cpu")
+    model = build_random_model(device=build_device, dtype=torch.float32, decoder_gain=decoder_gain)
+    if fit_image is not None:
+        from analytic_field import AnalyticField
+        from fitted_scene import fit_scene
+
+        prepared = prepare_image(load_image(fit_image), remove_background="never")
+        images = torch.from_numpy(prepared).to(build_device)[None]
+        target = AnalyticField(threshold=FITTED_THRESHOLD, device=str(build_device))
+        statistics_ = fit_scene(model, images, target, threshold=FITTED_THRESHOLD, log=None)
+        print(f"fitted scene: {statistics_}", flush=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
     (folder / "config.yaml").write_text(Path(DEFAULT_CONFIG_PATH).read_text())
     del model
     gc.collect()
@@ -184,8 +212,8 @@ def choose_threshold(args: argparse.Namespace, pipeline: Pipeline, image_path: P
     resolution has at most MAX_RANDOM_FACES faces, about what a real object gives (upstream's test
     mesh had 202k faces at 256). The share is counted over every grid point: a strided sample
     would line up with the field's period (the triplane's 2x2 upsampling) and misjudge it."""
-    if not args.random_weights:
-        return 25.0
+    if not args.random_weights or getattr(args, "fitted_scene", False):
+        return FITTED_THRESHOLD
     from remote.marching_cubes import marching_cubes
 
     scene_code = scene_code_for(pipeline, image_path)

@@ -227,8 +227,8 @@ class Pipeline:
                 "lower the resolution (for example 192 or 128) and try again."
             ) from error
         with self._stage(timings, "glb"):
-            # No NORMAL: it doubles the GLB stage (trimesh's accessor bounds) and grows the file by a
-            # fifth, and the add-on shades the object smooth itself (measured on an H100 host).
+            # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
+            # extraction skips them), and the add-on shades the object smooth itself.
             glb = mesh_to_glb(mesh, normals=False)
         return GenerateResult(
             glb=glb, vertex_count=len(mesh.vertices), face_count=len(mesh.faces), timings=timings

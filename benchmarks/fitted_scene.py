@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from analytic_field import AnalyticField  # noqa: E402
 from remote.extraction import Mesh, extract_mesh  # noqa: E402
+from remote.triposr.config import DEFAULT_CONFIG_PATH  # noqa: E402
 from remote.triposr.model import TripoSR  # noqa: E402
 
 RADIUS = 0.87  # the model's cube is [-RADIUS, RADIUS]^3
@@ -300,17 +301,15 @@ def _cosine(step: int, steps: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(1, steps)))
 
 
-def save_model(model: TripoSR, folder: Path) -> Path:
-    """Write a full-size model as a published-format folder (config.yaml + model.safetensors), which
-    `load_model(folder)` reads like any checkpoint."""
+def save_model(model: TripoSR, folder: Path, config_path: Path = DEFAULT_CONFIG_PATH) -> Path:
+    """Write the model as a published-format folder (config.yaml + model.safetensors), which
+    `load_model(folder)` reads like any checkpoint; `config_path` is the config it was built from."""
     from safetensors.torch import save_file
-
-    from remote.triposr.config import DEFAULT_CONFIG_PATH
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.yaml").write_text(Path(DEFAULT_CONFIG_PATH).read_text())
+    (folder / "config.yaml").write_text(Path(config_path).read_text())
     return folder
 
 

@@ -100,6 +100,7 @@ def fit_scene(
     """Fit `model.post_processor` and `model.decoder` (in place, float32) so that the model's field
     for `images` (1, H, W, 3) reproduces `target` (anything with density(points), color(points));
     returns fit statistics (see `fit_statistics`) with the final losses and the time taken."""
+    _check_float32(model)
     return fit_to_planes(
         model,
         frozen_planes(model, images),
@@ -310,10 +311,10 @@ def compare_with_target(fitted: Mesh, target: Mesh, resolution: int) -> dict:
 
 
 def _check_float32(model: TripoSR) -> None:
-    for part in (model.post_processor, model.decoder):
-        dtype = next(part.parameters()).dtype
-        if dtype != torch.float32:
-            raise ValueError(f"fit a float32 model (use_fast_precision after fitting); got {dtype}")
+    """The fit is the float32 reference: its planes and weights must not carry the fast path's rounding."""
+    dtypes = {parameter.dtype for parameter in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise ValueError(f"fit a float32 model (use_fast_precision after fitting); it has {sorted(map(str, dtypes))}")
 
 
 def _cosine(step: int, steps: int) -> float:

@@ -58,7 +58,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         if args.random_weights:
             fit_image = Path(args.image) if args.fitted_scene else None
-            model_dir = save_random_model(Path(folder), args.decoder_gain, fit_image, resolve_device(args.device))
+            model_dir = save_random_model(
+                Path(folder), args.decoder_gain, fit_image, resolve_device(args.device), args.fit_sharpness
+            )
         else:
             model_dir = Path(args.model)
         run_benchmark(args, model_dir)
@@ -95,6 +97,8 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     report["model_load_s"] = load_seconds
     threshold = args.threshold if args.threshold is not None else choose_threshold(args, pipeline, image_path)
     report["threshold"] = threshold
+    if args.fitted_scene:
+        report["fit_sharpness"] = args.fit_sharpness
     options = GenerateOptions(resolution=args.resolution, threshold=threshold, remove_background="never")
 
     ours = time_runs(lambda: pipeline.generate(image_path, options).timings, args, device)
@@ -141,6 +145,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fitted-scene", action="store_true",
                         help="with --random-weights: fit the post-processor and field MLP so the image's "
                              "field is a meaningful shape (benchmarks/fitted_scene.py), threshold 25")
+    parser.add_argument("--fit-sharpness", type=float, default=30.0,
+                        help="the fitted scene's log-density slope across its surface per model unit (30, "
+                             "the tests' analytic field: 0.2 per voxel at 256, a soft surface; 150: 1 per voxel)")
     parser.add_argument("--decoder-gain", type=float, default=3.0,
                         help="scale of the random field MLP (3: a structured field; 1: PyTorch's default "
                              "init, a nearly flat field that reduced precision turns into rounding ties)")
@@ -176,7 +183,11 @@ def load_pipeline(args: argparse.Namespace, device: torch.device, model_dir: Pat
 
 
 def save_random_model(
-    folder: Path, decoder_gain: float = 1.0, fit_image: Path | None = None, device: torch.device | None = None
+    folder: Path,
+    decoder_gain: float = 1.0,
+    fit_image: Path | None = None,
+    device: torch.device | None = None,
+    fit_sharpness: float = 30.0,
 ) -> Path:
     """Write full-size random weights as a published-format folder (config.yaml + safetensors).
 
@@ -195,7 +206,7 @@ def save_random_model(
 
         prepared = prepare_image(load_image(fit_image), remove_background="never")
         images = torch.from_numpy(prepared).to(build_device)[None]
-        target = AnalyticField(threshold=FITTED_THRESHOLD, device=str(build_device))
+        target = AnalyticField(threshold=FITTED_THRESHOLD, sharpness=fit_sharpness, device=str(build_device))
         statistics_ = fit_scene(model, images, target, threshold=FITTED_THRESHOLD, log=None)
         print(f"fitted scene: {statistics_}", flush=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -316,6 +327,11 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
             "scene_field_only": mesh_for(pipeline.model.field(exact_code), options, method="dense"),
         }
     figures = {name: compare_meshes(mesh, exact, options.resolution) for name, mesh in candidates.items()}
+    # How far the scene code itself moved (mean |difference| over mean |value|): with the surface's
+    # slope, this is what sets the surface figures above.
+    figures["scene"]["scene_code_relative_error"] = float(
+        (scene_code.float() - exact_code).abs().mean() / exact_code.abs().mean()
+    )
     del exact_model, exact_code, candidates
     _free(pipeline.device)
     analytic = AnalyticField(threshold=options.threshold, device=str(pipeline.device))
@@ -372,6 +388,8 @@ def print_table(report: dict) -> None:
           f"fused field {report['fused_field']}")
     for scene, figures in report.get("parity", {}).items():
         print_parity(scene, figures)
+    if "parity" in report:
+        print(f"scene code relative error (mean): {report['parity']['scene']['scene_code_relative_error']:.2e}")
 
 
 def print_parity(scene: str, figures: dict) -> None:

@@ -106,7 +106,7 @@ class Pipeline:
             "model": model_source,
             "revision": revision,
             "device": device.type,
-            "precision": str(next(model.backbone.parameters()).dtype).replace("torch.", ""),
+            "precision": str(model.transformer_dtype).replace("torch.", ""),
             "extraction": "dense" if exact else "band",
         }
         self._lock = threading.Lock()
@@ -238,7 +238,7 @@ class Pipeline:
         """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in
         the scene code) is run again with bf16 arithmetic, which has float32's range."""
         scene_code = self.run_model(images)[0]
-        if next(self.model.backbone.parameters()).dtype == torch.float16 and not bool(scene_code.isfinite().all()):
+        if self.model.transformer_dtype == torch.float16 and not bool(scene_code.isfinite().all()):
             logger.warning("the fp16 model pass overflowed on this image; running it again with bf16 arithmetic")
             scene_code = self.model.forward_wide_range(images)[0]
             if not bool(scene_code.isfinite().all()):

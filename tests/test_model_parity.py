@@ -90,18 +90,22 @@ def test_wrong_shapes_are_refused(model):
 
 
 def test_fast_precision_stays_near_upstream(expected):
-    """The GPU fast path's dtypes (fp16 transformer, planes and MLP), run here on the CPU:
-    the same numbers within reduced precision's rounding, in upstream's feature order (a mixed-up
-    plane or channel order moves densities by far more than this)."""
+    """The GPU fast path's dtypes (fp16 matrix products in the encoder, transformer and MLP on
+    float32 streams, float32 planes), run here on the CPU: the same numbers within reduced
+    precision's rounding, in upstream's feature order (a mixed-up plane or channel order moves
+    densities by far more than this)."""
     fast = load_model(TINY_MODEL, device="cpu").use_fast_precision()
     pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
     points = torch.from_numpy(expected["grid_points"])
     with torch.inference_mode():
         scene_codes = fast(torch.from_numpy(pixels)[None])
         density, colour = fast.query_field(scene_codes[0], points)
-    assert scene_codes.dtype == torch.float16 and density.dtype == colour.dtype == torch.float32
-    assert _relative_error(scene_codes.float().numpy(), expected["scene_codes"]) < 2e-2
-    assert _relative_error(density[:, None].numpy(), expected["density_act"]) < 2e-2
+    assert fast.transformer_dtype == torch.float16 and fast.decoder.layers[0].weight.dtype == torch.float16
+    assert fast.backbone.norm.weight.dtype == fast.tokenizer.embeddings.dtype == torch.float32  # the streams
+    assert scene_codes.dtype == density.dtype == colour.dtype == torch.float32
+    # Measured 7.9e-4 and 2.1e-3 (fp16 streams gave 1.3e-3 for the scene codes).
+    assert _relative_error(scene_codes.numpy(), expected["scene_codes"]) < 5e-3
+    assert _relative_error(density[:, None].numpy(), expected["density_act"]) < 1e-2
     assert np.abs(colour.numpy() - expected["color"]).max() < 5e-3
 
 

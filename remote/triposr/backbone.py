@@ -28,7 +28,9 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])
 
     def forward(self, hidden: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        context = hidden if context is None else context
+        dtype = self.to_q.weight.dtype  # runs in its weights' dtype (fp16 on the fast path)
+        hidden = hidden.to(dtype)
+        context = hidden if context is None else context.to(dtype)
         batch = hidden.shape[0]
 
         def heads(x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,7 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)])
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.to(self.net[0].proj.weight.dtype)  # runs in its weights' dtype
         for module in self.net:
             hidden = module(hidden)
         return hidden
@@ -73,9 +76,11 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
 
     def forward(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        hidden = hidden + self.attn1(self.norm1(hidden))
-        hidden = hidden + self.attn2(self.norm2(hidden), context)
-        return hidden + self.ff(self.norm3(hidden))
+        # The residual stream keeps its own dtype (float32 on the fast path too), so reduced
+        # precision rounds what goes into the matrix products, not the sum carried through 16 blocks.
+        hidden = hidden + self.attn1(self.norm1(hidden)).to(hidden.dtype)
+        hidden = hidden + self.attn2(self.norm2(hidden), context).to(hidden.dtype)
+        return hidden + self.ff(self.norm3(hidden)).to(hidden.dtype)
 
 
 class Transformer1D(nn.Module):
@@ -95,7 +100,10 @@ class Transformer1D(nn.Module):
         self.proj_out = nn.Linear(inner, config.in_channels)
 
     def forward(self, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        hidden = self.proj_in(self.norm(tokens).transpose(1, 2))
+        """The stream stays in the tokens' dtype; each Linear runs in its weights' dtype."""
+        normed = self.norm(tokens).transpose(1, 2)
+        hidden = self.proj_in(normed.to(self.proj_in.weight.dtype)).to(tokens.dtype)
         for block in self.transformer_blocks:
             hidden = block(hidden, context)
-        return self.proj_out(hidden).transpose(1, 2) + tokens
+        out = self.proj_out(hidden.to(self.proj_out.weight.dtype)).to(tokens.dtype)
+        return out.transpose(1, 2) + tokens

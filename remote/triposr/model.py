@@ -24,11 +24,21 @@ logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The fast path's encoder and transformer. fp16, not bf16: its scene codes are 8x closer to float32
-# (random weights, CPU: 0.14% vs 1.2% mean) and the surface moved 0.17 instead of 0.28 voxel on an
-# H100, at the same speed. The pipeline re-runs an input that overflows fp16 with bf16 arithmetic.
+# The fast path's matrix products in the encoder and transformer. fp16, not bf16: its scene codes are
+# 8x closer to float32 (random weights, CPU: 0.14% vs 1.2% mean) at the same speed. The pipeline
+# re-runs an input that overflows fp16 with bf16 arithmetic.
 FAST_TRANSFORMER_DTYPE = torch.float16
 FUSED_FIELD_TOLERANCE = 0.05  # max relative density, fused kernel vs float32 (measured 7e-3 on an H100)
+
+
+def reduce_matmul_precision(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast the Linear and Conv2d layers of `module` to `dtype`, in place; norms and embeddings keep
+    theirs. The blocks run each layer in its weights' dtype and add back in the stream's (vit.py,
+    backbone.py), so this gives reduced-precision matrix products on a float32 residual stream."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            layer.to(dtype)
+    return module
 
 
 class ImageTokenizer(nn.Module):
@@ -125,11 +135,16 @@ class TripoSR(nn.Module):
         return self.encode(self.preprocess(images))
 
     def forward_wide_range(self, images: torch.Tensor) -> torch.Tensor:
-        """`forward` with bf16 copies of the encoder and transformer, for the rare input whose
-        activations overflow the fast path's fp16 (bf16 has float32's range). The copies are
-        temporary (about 0.8 GB at full size)."""
-        parts = [copy.deepcopy(part).to(torch.bfloat16) for part in (self.image_tokenizer, self.tokenizer, self.backbone)]
-        return self._encode(self.preprocess(images), *parts)
+        """`forward` with bf16 copies of the encoder's and transformer's matrix weights, for the
+        rare input whose activations overflow the fast path's fp16 (bf16 has float32's range). The
+        copies are temporary (about 0.8 GB at full size)."""
+        parts = [reduce_matmul_precision(copy.deepcopy(part), torch.bfloat16) for part in (self.image_tokenizer, self.backbone)]
+        return self._encode(self.preprocess(images), parts[0], self.tokenizer, parts[1])
+
+    @property
+    def transformer_dtype(self) -> torch.dtype:
+        """The dtype the transformer's matrix products run in (float32 unless use_fast_precision)."""
+        return self.backbone.proj_in.weight.dtype
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, S, S) at the conditioning size -> scene codes (B, 3, C, R, R): fixed shapes,
@@ -151,14 +166,16 @@ class TripoSR(nn.Module):
         decoder_dtype: torch.dtype = torch.float16,
         fused_field_kernel: bool = True,
     ) -> "TripoSR":
-        """The GPU fast path: encoder and transformer in FAST_TRANSFORMER_DTYPE, the scene code and the
-        field MLP in fp16 (finer steps where the density is compared with the threshold); the final
-        exp/sigmoid stay float32. `fused_field_kernel` queries the field on CUDA with one Triton
-        kernel (where triton is installed); without it, fp16 planes halve what grid sampling writes
-        (91 -> 69 ms for a 256^3 grid on an H100) at the cost of fp16-rounded sampling positions."""
-        for part in (self.image_tokenizer, self.tokenizer, self.backbone):
-            part.to(transformer_dtype or FAST_TRANSFORMER_DTYPE)
-        self.post_processor.to(decoder_dtype)
+        """The GPU fast path: the encoder's and transformer's matrix products in
+        FAST_TRANSFORMER_DTYPE and the field MLP in fp16 (finer steps than bf16 where the density is
+        compared with the threshold). Everything else stays float32: the residual streams, norms,
+        embeddings, the post-processor and so the scene code, and the final exp/sigmoid. Measured on
+        an H200 (benchmarks/pipeline.py --parity): with the streams in fp16 as well, the surface
+        moved 0.028 voxel on random weights and 0.185 on the soft fitted scene; with float32 streams
+        0.008 and 0.121, for 1 ms more model pass (14 ms). `fused_field_kernel` queries the field on
+        CUDA with one Triton kernel (where triton is installed)."""
+        for part in (self.image_tokenizer, self.backbone):
+            reduce_matmul_precision(part, transformer_dtype or FAST_TRANSFORMER_DTYPE)
         self.decoder.to(decoder_dtype)
         self.fused_field = fused_field_kernel and fused_field.available()
         return self

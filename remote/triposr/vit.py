@@ -22,7 +22,7 @@ class PatchEmbeddings(nn.Module):
         self.projection = nn.Conv2d(3, config.hidden_size, config.patch_size, stride=config.patch_size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.projection(pixels).flatten(2).transpose(1, 2)
+        return self.projection(pixels.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
 
 
 class ViTEmbeddings(nn.Module):
@@ -36,9 +36,9 @@ class ViTEmbeddings(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = pixels.shape
-        patches = self.patch_embeddings(pixels)
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1).to(patches.dtype), patches], dim=1)
-        return tokens + self.resized_position_embeddings(height, width).to(patches.dtype)
+        patches = self.patch_embeddings(pixels).to(self.cls_token.dtype)  # the stream's dtype
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), patches], dim=1)
+        return tokens + self.resized_position_embeddings(height, width)
 
     def resized_position_embeddings(self, height: int, width: int) -> torch.Tensor:
         """Bicubic resize of the trained grid with scale (grid + 0.1) / trained, as the checkpoint expects."""
@@ -68,6 +68,7 @@ class ViTSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.to(self.query.weight.dtype)  # runs in its weights' dtype (fp16 on the fast path)
         batch, tokens, width = hidden.shape
 
         def heads(x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +105,7 @@ class ViTIntermediate(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.dense(hidden))
+        return F.gelu(self.dense(hidden.to(self.dense.weight.dtype)))
 
 
 class ViTOutput(nn.Module):
@@ -128,8 +129,9 @@ class ViTLayer(nn.Module):
         self.output = ViTOutput(config)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        hidden = hidden + self.attention(self.layernorm_before(hidden))
-        return hidden + self.output(self.intermediate(self.layernorm_after(hidden)))
+        # The residual stream keeps its dtype (float32 on the fast path too); see backbone.py.
+        hidden = hidden + self.attention(self.layernorm_before(hidden)).to(hidden.dtype)
+        return hidden + self.output(self.intermediate(self.layernorm_after(hidden))).to(hidden.dtype)
 
 
 class ViTEncoder(nn.Module):

@@ -59,7 +59,9 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)])
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        hidden = hidden.to(self.net[0].proj.weight.dtype)  # runs in its weights' dtype
+        geglu = self.net[0]
+        assert isinstance(geglu, GEGLU)
+        hidden = hidden.to(geglu.proj.weight.dtype)  # runs in its weights' dtype
         for module in self.net:
             hidden = module(hidden)
         return hidden

@@ -90,6 +90,7 @@ def fit_scene(
     images: torch.Tensor,
     target,
     *,
+    planes: torch.Tensor | None = None,
     threshold: float = 25.0,
     steps: int = DEFAULT_STEPS,
     batch_points: int = DEFAULT_BATCH_POINTS,
@@ -99,35 +100,11 @@ def fit_scene(
 ) -> dict:
     """Fit `model.post_processor` and `model.decoder` (in place, float32) so that the model's field
     for `images` (1, H, W, 3) reproduces `target` (anything with density(points), color(points));
-    returns fit statistics (see `fit_statistics`) with the final losses and the time taken."""
+    returns fit statistics (see `fit_statistics`) with the final losses and the time taken.
+    `planes` from `frozen_planes(model, images)` may be passed when the caller already has them."""
     _check_float32(model)
-    return fit_to_planes(
-        model,
-        frozen_planes(model, images),
-        target,
-        threshold=threshold,
-        steps=steps,
-        batch_points=batch_points,
-        learning_rate=learning_rate,
-        seed=seed,
-        log=log,
-    )
-
-
-def fit_to_planes(
-    model: TripoSR,
-    planes: torch.Tensor,
-    target,
-    *,
-    threshold: float = 25.0,
-    steps: int = DEFAULT_STEPS,
-    batch_points: int = DEFAULT_BATCH_POINTS,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    seed: int = 0,
-    log: Callable[[str], None] | None = print,
-) -> dict:
-    """`fit_scene` from planes already computed by `frozen_planes` (one item: (1, 3, C, P, P))."""
-    _check_float32(model)
+    if planes is None:
+        planes = frozen_planes(model, images)
     if planes.shape[0] != 1:
         raise ValueError(f"the fit makes one image's field the target; got planes for {planes.shape[0]} images")
     device = planes.device
@@ -355,10 +332,11 @@ def main() -> None:
     target = AnalyticField(threshold=args.threshold, device=str(device))
     before = fit_statistics(model, planes, target, threshold=args.threshold)
     print("before the fit:", _rounded(before))
-    stats = fit_to_planes(
+    stats = fit_scene(
         model,
-        planes,
+        images,
         target,
+        planes=planes,
         threshold=args.threshold,
         steps=args.steps,
         batch_points=args.batch_points,

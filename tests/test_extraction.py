@@ -101,6 +101,31 @@ def test_band_and_dense_give_the_same_surface(field):
     np.testing.assert_allclose(dense.vertices, band.vertices, atol=1e-6)
 
 
+class _FlatNoisyField(AnalyticField):
+    """Density within a factor of two of the threshold everywhere (as random weights give): the
+    band would cover the whole grid."""
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        wave = torch.sin(points[:, 0] * 40) * torch.cos(points[:, 1] * 37 + points[:, 2] * 23)
+        return self.threshold * torch.exp(0.5 * wave)
+
+
+def test_a_band_over_the_whole_grid_is_queried_as_the_dense_grid(caplog):
+    field = _FlatNoisyField()
+    with caplog.at_level("DEBUG", logger="remote.extraction"):
+        band = extract_mesh(field, resolution=48, method="band")
+    assert "querying the dense grid" in caplog.text
+    dense = extract_mesh(field, resolution=48, method="dense")
+    np.testing.assert_array_equal(dense.faces, band.faces)
+    np.testing.assert_array_equal(dense.vertices, band.vertices)
+
+
+def test_a_real_band_is_not_the_dense_grid(field, caplog):
+    with caplog.at_level("DEBUG", logger="remote.extraction"):
+        extract_mesh(field, resolution=96, method="band")
+    assert "querying the dense grid" not in caplog.text and "grid points evaluated" in caplog.text
+
+
 def test_decimation_reaches_about_the_target(field):
     full = extract_mesh(field, resolution=RESOLUTION)
     small = extract_mesh(field, resolution=RESOLUTION, target_faces=2000)

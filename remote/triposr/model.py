@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +33,31 @@ FAST_TRANSFORMER_DTYPE = torch.float16
 FUSED_FIELD_TOLERANCE = 0.05  # max relative density, fused kernel vs float32 (measured 7e-3 on an H100)
 
 
-def reduce_matmul_precision(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast the Linear and Conv2d layers of `module` to `dtype`, in place; norms and embeddings keep
-    theirs. The blocks run each layer in its weights' dtype and add back in the stream's (vit.py,
-    backbone.py), so this gives reduced-precision matrix products on a float32 residual stream."""
+def reduce_matmul_precision(
+    module: nn.Module, dtype: torch.dtype, keep: Iterable[nn.Module] = ()
+) -> nn.Module:
+    """Cast the Linear and Conv2d layers of `module` to `dtype`, in place, except those inside
+    `keep`; norms and embeddings keep theirs. The blocks run each layer in its weights' dtype and
+    add back in the stream's (vit.py, backbone.py), so this gives reduced-precision matrix products
+    on a float32 residual stream."""
+    kept = {id(layer) for part in keep for layer in part.modules()}
     for layer in module.modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        if isinstance(layer, (nn.Linear, nn.Conv2d)) and id(layer) not in kept:
             layer.to(dtype)
     return module
+
+
+@contextmanager
+def strict_float32() -> Iterator[None]:
+    """float32 products really in float32 while the block runs: PyTorch's default lets cuDNN run
+    float32 convolutions (the patch embedding, the post-processor) in TF32, whose 10-bit inputs
+    moved the fitted scenes' surfaces 0.05 voxel on an H200 (benchmarks/precision_sweep.py)."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 class ImageTokenizer(nn.Module):
@@ -138,13 +157,27 @@ class TripoSR(nn.Module):
         """`forward` with bf16 copies of the encoder's and transformer's matrix weights, for the
         rare input whose activations overflow the fast path's fp16 (bf16 has float32's range). The
         copies are temporary (about 0.8 GB at full size)."""
-        parts = [reduce_matmul_precision(copy.deepcopy(part), torch.bfloat16) for part in (self.image_tokenizer, self.backbone)]
-        return self._encode(self.preprocess(images), parts[0], self.tokenizer, parts[1])
+        copied = copy.deepcopy(nn.ModuleList([self.image_tokenizer, self.backbone]))
+        image_tokenizer, backbone = copied
+        reduce_matmul_precision(copied, torch.bfloat16, keep=self.float32_ends(image_tokenizer, backbone))
+        return self._encode(self.preprocess(images), image_tokenizer, self.tokenizer, backbone)
 
     @property
     def transformer_dtype(self) -> torch.dtype:
-        """The dtype the transformer's matrix products run in (float32 unless use_fast_precision)."""
-        return self.backbone.proj_in.weight.dtype
+        """The dtype the transformer blocks' matrix products run in (float32 unless use_fast_precision)."""
+        return self.backbone.transformer_blocks[0].attn1.to_q.weight.dtype
+
+    def float32_ends(
+        self, image_tokenizer: nn.Module | None = None, backbone: nn.Module | None = None
+    ) -> list[nn.Module]:
+        """The products the fast path keeps in float32: the ViT's patch embedding (the pixels) and
+        the transformer's proj_in and proj_out (proj_out writes the planes directly). Under 1% of the
+        pass's arithmetic, they carried most of its fp16 error: on three fitted scenes (H200,
+        benchmarks/precision_sweep.py) the surface moved 0.056 voxel on average with them in float32
+        against 0.133 without, for 0.3 ms (13.8 -> 14.1 ms)."""
+        vit = (image_tokenizer or self.image_tokenizer).model
+        backbone = backbone or self.backbone
+        return [vit.embeddings.patch_embeddings, backbone.proj_in, backbone.proj_out]
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, S, S) at the conditioning size -> scene codes (B, 3, C, R, R): fixed shapes,
@@ -155,10 +188,11 @@ class TripoSR(nn.Module):
         self, pixels: torch.Tensor, image_tokenizer: nn.Module, tokenizer: nn.Module, backbone: nn.Module
     ) -> torch.Tensor:
         dtype = tokenizer.embeddings.dtype
-        image_tokens = image_tokenizer(pixels).to(dtype)
-        tokens = backbone(tokenizer(pixels.shape[0]), image_tokens)
-        planes = tokenizer.detokenize(tokens).to(self.post_processor.upsample.weight.dtype)
-        return self.post_processor(planes)
+        with strict_float32():
+            image_tokens = image_tokenizer(pixels).to(dtype)
+            tokens = backbone(tokenizer(pixels.shape[0]), image_tokens)
+            planes = tokenizer.detokenize(tokens).to(self.post_processor.upsample.weight.dtype)
+            return self.post_processor(planes)
 
     def use_fast_precision(
         self,
@@ -167,15 +201,16 @@ class TripoSR(nn.Module):
         fused_field_kernel: bool = True,
     ) -> "TripoSR":
         """The GPU fast path: the encoder's and transformer's matrix products in
-        FAST_TRANSFORMER_DTYPE and the field MLP in fp16 (finer steps than bf16 where the density is
-        compared with the threshold). Everything else stays float32: the residual streams, norms,
-        embeddings, the post-processor and so the scene code, and the final exp/sigmoid. Measured on
-        an H200 (benchmarks/pipeline.py --parity): with the streams in fp16 as well, the surface
-        moved 0.028 voxel on random weights and 0.185 on the soft fitted scene; with float32 streams
-        0.008 and 0.121, for 1 ms more model pass (14 ms). `fused_field_kernel` queries the field on
-        CUDA with one Triton kernel (where triton is installed)."""
+        FAST_TRANSFORMER_DTYPE except `float32_ends`, and the field MLP in fp16 (finer steps than
+        bf16 where the density is compared with the threshold). Everything else stays float32: the
+        residual streams, norms, embeddings, the post-processor and so the scene code, and the final
+        exp/sigmoid. Measured on an H200 (benchmarks/pipeline.py --parity): with the streams in fp16
+        as well, the surface moved 0.028 voxel on random weights and 0.185 on the soft fitted scene;
+        with float32 streams 0.008 and 0.121, for 1 ms more model pass (14 ms); `float32_ends` says
+        what the ends gave. `fused_field_kernel` queries the field on CUDA with one Triton kernel
+        (where triton is installed)."""
         for part in (self.image_tokenizer, self.backbone):
-            reduce_matmul_precision(part, transformer_dtype or FAST_TRANSFORMER_DTYPE)
+            reduce_matmul_precision(part, transformer_dtype or FAST_TRANSFORMER_DTYPE, keep=self.float32_ends())
         self.decoder.to(decoder_dtype)
         self.fused_field = fused_field_kernel and fused_field.available()
         return self
@@ -203,7 +238,8 @@ class TripoSR(nn.Module):
         features = sampled.view(-1, points.shape[0]).t()
         decoder = decoder or self.decoder
         decoder_dtype = next(decoder.parameters()).dtype
-        return self.activate(decoder(features.to(decoder_dtype)))
+        with strict_float32():
+            return self.activate(decoder(features.to(decoder_dtype)))
 
     def activate(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP's raw (N, 4) outputs -> density after exp, colour after sigmoid (float32)."""
@@ -237,7 +273,8 @@ class SceneField:
         self.fused: tuple[fused_field.FusedFieldMLP, torch.Tensor] | None = None
         if model.fused_field and (scene_code.is_cuda or fused_field.interpreted()):
             mlp = model.fused_mlp()
-            self.fused = (mlp, fused_field.project_planes(scene_code, mlp.first_weight))
+            with strict_float32():
+                self.fused = (mlp, fused_field.project_planes(scene_code, mlp.first_weight))
             if not model.fused_field_checked:
                 self._check_fused()
 

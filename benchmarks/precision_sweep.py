@@ -1,0 +1,218 @@
+"""Which parts of the model pass may run their matrix products in fp16: surface error against time.
+
+    uv run python benchmarks/precision_sweep.py --device cuda
+
+On the fitted scene (benchmarks/fitted_scene.py: random ViT and transformer, post-processor and
+field MLP fitted to the analytic shape), each configuration below runs the model pass as the fast
+path does (CUDA graph on CUDA) and reports its median time, how far its scene code is from float32
+(mean |difference| / mean |value|), and how far the surface moves: the float32 field on that scene
+code, dense grid, against the float32 dense path (surface distance in voxels, mesh_distance.py).
+Parts left out of a configuration keep float32 products; TF32 stays off unless a configuration
+names it, so "float32" is float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from pipeline import FITTED_THRESHOLD, compare_meshes, mesh_for  # noqa: E402
+
+from remote.pipeline import GenerateOptions  # noqa: E402
+from remote.preprocess import load_image, prepare_image  # noqa: E402
+from remote.triposr.cuda_graph import GraphedModel  # noqa: E402
+from remote.triposr.model import TripoSR  # noqa: E402
+from remote.triposr.weights import build_random_model, resolve_device  # noqa: E402
+
+
+def vit_layers(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
+    layers = list(model.image_tokenizer.model.encoder.layer)
+    return layers[first:last]
+
+
+def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
+    return list(model.backbone.transformer_blocks)[first:last]
+
+
+def whole_vit(model: TripoSR) -> list[nn.Module]:
+    return [model.image_tokenizer]
+
+
+def whole_backbone(model: TripoSR) -> list[nn.Module]:
+    return [model.backbone]
+
+
+def block_parts(model: TripoSR, names: tuple[str, ...]) -> list[nn.Module]:
+    return [getattr(block, name) for block in model.backbone.transformer_blocks for name in names]
+
+
+def edges(model: TripoSR) -> list[nn.Module]:
+    """The cheap products at the ends: the ViT's patch embedding and the transformer's proj_in/out."""
+    return [model.image_tokenizer.model.embeddings.patch_embeddings, model.backbone.proj_in, model.backbone.proj_out]
+
+
+def all_but(model: TripoSR, kept: list[nn.Module]) -> list[nn.Module]:
+    """Every Linear/Conv2d of the ViT and transformer except those inside `kept`."""
+    kept_ids = {id(layer) for part in kept for layer in part.modules()}
+    return [
+        layer
+        for part in (model.image_tokenizer, model.backbone)
+        for layer in part.modules()
+        if isinstance(layer, (nn.Linear, nn.Conv2d)) and id(layer) not in kept_ids
+    ]
+
+
+# name -> (layers given fp16 products, TF32 for the float32 products left). Layers that share a
+# block are kept together (a block runs in its first layer's dtype).
+CONFIGS = {
+    "all fp16 (default)": (lambda m: all_but(m, []), False),
+    "ends float32": (lambda m: all_but(m, edges(m)), False),
+    "ViT TF32": (lambda m: all_but(m, [m.image_tokenizer]), True),
+    "ViT layers 0-5 float32": (lambda m: all_but(m, [m.image_tokenizer.model.embeddings] + vit_layers(m, 0, 6)), False),
+    "ViT float32": (lambda m: all_but(m, [m.image_tokenizer]), False),
+    "ViT and ends float32": (lambda m: all_but(m, [m.image_tokenizer] + edges(m)), False),
+    "ViT, ends, blocks 12-15 float32": (lambda m: all_but(m, [m.image_tokenizer] + edges(m) + blocks(m, 12)), False),
+    "transformer float32": (lambda m: all_but(m, [m.backbone]), False),
+}
+
+
+REFERENCE_ROW = "float32, TF32 convolutions (PyTorch's default)"
+
+
+def main() -> None:
+    args = parse_args()
+    device = resolve_device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    options = GenerateOptions(resolution=args.resolution, threshold=FITTED_THRESHOLD, remove_background="never")
+    tables = {Path(image).stem: sweep_scene(Path(image), args, device, options) for image in args.images}
+    print_summary(tables, device)
+    print(json.dumps(tables))
+
+
+def sweep_scene(image: Path, args: argparse.Namespace, device: torch.device, options: GenerateOptions) -> dict:
+    """Fit the scene for `image`, then measure every configuration on it."""
+    model, images = fitted_model(image, args, device)
+    with torch.inference_mode():
+        exact_code = model(images)[0]
+        exact_mesh = mesh_for(model.field(exact_code), options, method="dense")
+        torch.backends.cudnn.allow_tf32 = True
+        tf32_conv_code = model(images)[0]
+        torch.backends.cudnn.allow_tf32 = False
+    rows = {REFERENCE_ROW: measure_code(model, exact_code, tf32_conv_code, exact_mesh, options, None)}
+    for name, (fp16_layers, tf32) in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        candidate = copy.deepcopy(model)
+        for layer in fp16_layers(candidate):
+            layer.to(torch.float16)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        seconds, code = time_model_pass(candidate, images, args.runs)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        rows[name] = measure_code(model, exact_code, code, exact_mesh, options, seconds)
+        del candidate, code
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(image.stem, name, json.dumps(rows[name]), flush=True)
+    del model
+    return rows
+
+
+def fitted_model(image: Path, args: argparse.Namespace, device: torch.device) -> tuple[TripoSR, torch.Tensor]:
+    from analytic_field import AnalyticField
+    from fitted_scene import fit_scene
+
+    model = build_random_model(device=device, dtype=torch.float32, decoder_gain=3.0)
+    prepared = prepare_image(load_image(image), remove_background="never")
+    images = torch.from_numpy(prepared).to(device)[None]
+    target = AnalyticField(threshold=FITTED_THRESHOLD, sharpness=args.fit_sharpness, device=str(device))
+    fit_scene(model, images, target, threshold=FITTED_THRESHOLD, steps=args.fit_steps, log=None)
+    model.eval()
+    return model, images
+
+
+def time_model_pass(model: TripoSR, images: torch.Tensor, runs: int) -> tuple[float, torch.Tensor]:
+    """Median seconds of the model pass as the fast path runs it, and its scene code."""
+    run = GraphedModel(model) if images.is_cuda else model
+    times = []
+    with torch.inference_mode():
+        for index in range(runs + 3):
+            _sync(images)
+            start = time.perf_counter()
+            code = run(images)[0]
+            _sync(images)
+            if index >= 3:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times), code
+
+
+def measure_code(
+    model: TripoSR, exact_code: torch.Tensor, code: torch.Tensor, exact_mesh, options, seconds: float | None
+) -> dict:
+    with torch.inference_mode():
+        mesh = mesh_for(model.field(code.float()), options, method="dense")
+    figures = compare_meshes(mesh, exact_mesh, options.resolution)
+    return {
+        "model_ms": None if seconds is None else seconds * 1000,
+        "scene_code_relative_error": float((code.float() - exact_code).abs().mean() / exact_code.abs().mean()),
+        "surface_mean_voxels": figures["mean_distance_voxels"],
+        "surface_p99_voxels": figures["p99_distance_voxels"],
+        "parts_missing": figures["missing_parts"]["visible"],
+        "parts_extra": figures["extra_parts"]["visible"],
+    }
+
+
+def print_summary(tables: dict, device: torch.device) -> None:
+    """One row per configuration: model time, then each scene's code error and surface mean, and
+    the surface mean over the scenes."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name}; surface moved (voxels, mean) by the configuration's scene code: float32 field, "
+          "dense grid, against float32; code = scene code's relative error")
+    scenes = list(tables)
+    header = f"{'configuration':<50}{'model ms':>9}" + "".join(f"{s[:10] + ' code':>16}{'surface':>9}" for s in scenes)
+    print(header + f"{'mean':>8}")
+    for label in tables[scenes[0]]:
+        rows = [tables[scene][label] for scene in scenes]
+        ms = "-" if rows[0]["model_ms"] is None else f"{rows[0]['model_ms']:.1f}"
+        line = f"{label:<50}{ms:>9}"
+        for row in rows:
+            line += f"{row['scene_code_relative_error']:>16.2e}{row['surface_mean_voxels']:>9.3f}"
+        mean = statistics.mean(row["surface_mean_voxels"] for row in rows)
+        print(line + f"{mean:>8.3f}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--images", nargs="+", default=[str(ROOT / "tests/fixtures/examples/chair.png")],
+                        help="one fitted scene per image (the random ViT and transformer see each)")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--fit-sharpness", type=float, default=30.0, help="as benchmarks/pipeline.py")
+    parser.add_argument("--fit-steps", type=int, default=3000)
+    parser.add_argument("--only", nargs="*", help="configuration names to run (default all)")
+    return parser.parse_args()
+
+
+def _sync(tensor: torch.Tensor) -> None:
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,8 +29,8 @@ take about a minute: 0.28 voxel mean at resolution 128, fin kept, but a few stra
 Caveat for parity figures on this scene: the random transformer spreads the spatial detail the fit
 needs over all its directions, weak ones included, so the fitted post-processor passes plane errors
 on about 3x more strongly (relative to the scene code's variation) than a random one; the fp16
-transformer moved this scene's surface 0.28 voxel on an H200 (the fp16 MLP and band extraction
-added nothing). A penalty on the post-processor's weights cut that sensitivity little (a third at
+transformer moved this scene's surface 0.121 voxel on an H200 with every product in fp16, 0.044
+with the ends in float32 (model.float32_ends; the fp16 MLP and band extraction add almost nothing). A penalty on the post-processor's weights cut that sensitivity little (a third at
 most, and the MLP then grew steeper) while it spoiled the fit, so there is none.
 """
 

@@ -384,7 +384,7 @@ def print_table(report: dict) -> None:
         print(f"peak GPU memory (reference): {report['reference_peak_gpu_bytes'] / 2**30:.2f} GiB")
     print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB")
     print(f"band: coarse stride {report['coarse_stride']}, log margin {report['band_margin']}; "
-          f"transformer {report['transformer_dtype']}; CUDA graph {report['cuda_graph']}, "
+          f"transformer {report['transformer_dtype']} (patch embedding, proj_in/out float32); CUDA graph {report['cuda_graph']}, "
           f"fused field {report['fused_field']}")
     for scene, figures in report.get("parity", {}).items():
         print_parity(scene, figures)

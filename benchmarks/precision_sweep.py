@@ -7,8 +7,8 @@ field MLP fitted to the analytic shape), each configuration below runs the model
 path does (CUDA graph on CUDA) and reports its median time, how far its scene code is from float32
 (mean |difference| / mean |value|), and how far the surface moves: the float32 field on that scene
 code, dense grid, against the float32 dense path (surface distance in voxels, mesh_distance.py).
-Parts left out of a configuration keep float32 products; TF32 stays off unless a configuration
-names it, so "float32" is float32.
+Parts a configuration keeps in float32 run in float32 (the model's strict_float32: no TF32) unless
+it names TF32.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -34,7 +36,8 @@ from pipeline import FITTED_THRESHOLD, compare_meshes, mesh_for  # noqa: E402
 from remote.pipeline import GenerateOptions  # noqa: E402
 from remote.preprocess import load_image, prepare_image  # noqa: E402
 from remote.triposr.cuda_graph import GraphedModel  # noqa: E402
-from remote.triposr.model import TripoSR  # noqa: E402
+import remote.triposr.model as model_module  # noqa: E402
+from remote.triposr.model import TripoSR, reduce_matmul_precision  # noqa: E402
 from remote.triposr.weights import build_random_model, resolve_device  # noqa: E402
 
 
@@ -47,46 +50,36 @@ def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.M
     return list(model.backbone.transformer_blocks)[first:last]
 
 
-def whole_vit(model: TripoSR) -> list[nn.Module]:
-    return [model.image_tokenizer]
-
-
-def whole_backbone(model: TripoSR) -> list[nn.Module]:
-    return [model.backbone]
-
-
-def block_parts(model: TripoSR, names: tuple[str, ...]) -> list[nn.Module]:
-    return [getattr(block, name) for block in model.backbone.transformer_blocks for name in names]
-
-
-def edges(model: TripoSR) -> list[nn.Module]:
-    """The cheap products at the ends: the ViT's patch embedding and the transformer's proj_in/out."""
-    return [model.image_tokenizer.model.embeddings.patch_embeddings, model.backbone.proj_in, model.backbone.proj_out]
-
-
-def all_but(model: TripoSR, kept: list[nn.Module]) -> list[nn.Module]:
-    """Every Linear/Conv2d of the ViT and transformer except those inside `kept`."""
-    kept_ids = {id(layer) for part in kept for layer in part.modules()}
-    return [
-        layer
-        for part in (model.image_tokenizer, model.backbone)
-        for layer in part.modules()
-        if isinstance(layer, (nn.Linear, nn.Conv2d)) and id(layer) not in kept_ids
-    ]
-
-
-# name -> (layers given fp16 products, TF32 for the float32 products left). Layers that share a
-# block are kept together (a block runs in its first layer's dtype).
+# name -> (parts kept in float32, TF32 allowed for them); every other Linear/Conv2d of the ViT and
+# transformer gets fp16 products. Parts are whole blocks (a block runs in its first layer's dtype).
 CONFIGS = {
-    "all fp16 (default)": (lambda m: all_but(m, []), False),
-    "ends float32": (lambda m: all_but(m, edges(m)), False),
-    "ViT TF32": (lambda m: all_but(m, [m.image_tokenizer]), True),
-    "ViT layers 0-5 float32": (lambda m: all_but(m, [m.image_tokenizer.model.embeddings] + vit_layers(m, 0, 6)), False),
-    "ViT float32": (lambda m: all_but(m, [m.image_tokenizer]), False),
-    "ViT and ends float32": (lambda m: all_but(m, [m.image_tokenizer] + edges(m)), False),
-    "ViT, ends, blocks 12-15 float32": (lambda m: all_but(m, [m.image_tokenizer] + edges(m) + blocks(m, 12)), False),
-    "transformer float32": (lambda m: all_but(m, [m.backbone]), False),
+    "all fp16": (lambda m: [], False),
+    "ends float32 (default)": (lambda m: m.float32_ends(), False),
+    "ViT TF32": (lambda m: [m.image_tokenizer], True),
+    "ViT layers 0-5 float32": (lambda m: [m.image_tokenizer.model.embeddings] + vit_layers(m, 0, 6), False),
+    "ViT float32": (lambda m: [m.image_tokenizer], False),
+    "ViT and ends float32": (lambda m: [m.image_tokenizer] + m.float32_ends(), False),
+    "ViT, ends, blocks 12-15 float32": (lambda m: [m.image_tokenizer] + m.float32_ends() + blocks(m, 12), False),
+    "transformer float32": (lambda m: [m.backbone], False),
 }
+
+
+@contextmanager
+def tf32(allowed: bool) -> Iterator[None]:
+    """TF32 for float32 products while the block runs, when `allowed`: PyTorch's default for
+    convolutions, which the model's own strict_float32 otherwise turns off."""
+    if not allowed:
+        yield
+        return
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    strict = model_module.strict_float32
+    model_module.strict_float32 = nullcontext  # type: ignore[assignment]
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        model_module.strict_float32 = strict
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 REFERENCE_ROW = "float32, TF32 convolutions (PyTorch's default)"
@@ -95,8 +88,6 @@ REFERENCE_ROW = "float32, TF32 convolutions (PyTorch's default)"
 def main() -> None:
     args = parse_args()
     device = resolve_device(args.device)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     options = GenerateOptions(resolution=args.resolution, threshold=FITTED_THRESHOLD, remove_background="never")
     tables = {Path(image).stem: sweep_scene(Path(image), args, device, options) for image in args.images}
     print_summary(tables, device)
@@ -109,21 +100,18 @@ def sweep_scene(image: Path, args: argparse.Namespace, device: torch.device, opt
     with torch.inference_mode():
         exact_code = model(images)[0]
         exact_mesh = mesh_for(model.field(exact_code), options, method="dense")
-        torch.backends.cudnn.allow_tf32 = True
-        tf32_conv_code = model(images)[0]
-        torch.backends.cudnn.allow_tf32 = False
+        with tf32(True):
+            torch.backends.cuda.matmul.allow_tf32 = False  # convolutions only: PyTorch's default
+            tf32_conv_code = model(images)[0]
     rows = {REFERENCE_ROW: measure_code(model, exact_code, tf32_conv_code, exact_mesh, options, None)}
-    for name, (fp16_layers, tf32) in CONFIGS.items():
+    for name, (float32_parts, tf32_allowed) in CONFIGS.items():
         if args.only and name not in args.only:
             continue
         candidate = copy.deepcopy(model)
-        for layer in fp16_layers(candidate):
-            layer.to(torch.float16)
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        seconds, code = time_model_pass(candidate, images, args.runs)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        for part in (candidate.image_tokenizer, candidate.backbone):
+            reduce_matmul_precision(part, torch.float16, keep=float32_parts(candidate))
+        with tf32(tf32_allowed):
+            seconds, code = time_model_pass(candidate, images, args.runs)
         rows[name] = measure_code(model, exact_code, code, exact_mesh, options, seconds)
         del candidate, code
         if device.type == "cuda":

@@ -207,8 +207,8 @@ class TripoSR(nn.Module):
         exp/sigmoid. Measured on an H200 (benchmarks/pipeline.py --parity): with the streams in fp16
         as well, the surface moved 0.028 voxel on random weights and 0.185 on the soft fitted scene;
         with float32 streams 0.008 and 0.121, for 1 ms more model pass (14 ms); with `float32_ends`
-        as well, 0.008 and 0.044 (14.5 ms). `fused_field_kernel` queries the field on CUDA with one Triton kernel
-        (where triton is installed)."""
+        as well, 0.008 and 0.044 (14.5 ms). `fused_field_kernel` queries the field on CUDA with one
+        Triton kernel (where triton is installed)."""
         for part in (self.image_tokenizer, self.backbone):
             reduce_matmul_precision(part, transformer_dtype or FAST_TRANSFORMER_DTYPE, keep=self.float32_ends())
         self.decoder.to(decoder_dtype)

@@ -45,9 +45,11 @@ DENSITY_CAP = 1e30  # overflowed (inf) densities become this, so interpolation n
 
 
 class Field(Protocol):
-    """What extraction needs from a scene: densities and colours at points in model space."""
+    """What extraction needs from a scene: densities and colours at points in model space, and the
+    half-side of the cube the grid spans (TripoSR's config: renderer.radius)."""
 
     device: torch.device
+    radius: float
 
     def density(self, points: torch.Tensor) -> torch.Tensor: ...
 
@@ -73,7 +75,6 @@ def extract_mesh(
     *,
     resolution: int = 256,
     threshold: float = 25.0,
-    radius: float = 0.87,
     target_faces: int | None = None,
     method: str = "band",
     chunk_points: int = 1 << 20,
@@ -81,11 +82,13 @@ def extract_mesh(
     sync: Callable[[], None] | None = None,
     normals: bool = True,
 ) -> Mesh:
-    """Mesh the surface `density == threshold`; adds "extraction" and "color" seconds to `timings`.
+    """Mesh the surface `density == threshold` on the grid over the field's cube (`field.radius`);
+    adds "extraction" and "color" seconds to `timings`.
 
     `normals=False` skips the vertex normals (the pipeline writes GLBs without them)."""
     _validate(resolution, threshold, target_faces, method)
     clock = _StageClock(timings, sync)
+    radius = float(field.radius)
     with clock("extraction"):
         if method == "dense":
             volume = dense_density(field, resolution, radius, chunk_points)

@@ -204,6 +204,7 @@ class Pipeline:
                 remove_background=options.remove_background,
                 foreground_ratio=options.foreground_ratio,
                 remover=self.remover,
+                size=self.model.config.cond_image_size,
             )
         try:
             with torch.inference_mode():

@@ -4,25 +4,26 @@
    RGBA, refusing other formats, damaged files, and images with too many pixels (checked from the
    header, before the pixels are decoded).
 2. `BackgroundRemover`: one rembg session, made on first use and shared by every call.
-3. `prepare_image`: cut the object out (its own alpha, or rembg), crop to it, pad to a centred
-   square where it spans `foreground_ratio` of the side, composite over grey 0.5.
+3. `prepare_image`: upstream TripoSR's preprocessing, exactly: cut the object out (its own alpha,
+   or rembg's cutout), crop to it, pad to a centred square where it spans `foreground_ratio` of the
+   side, composite over grey 0.5 into uint8, and resize to the model's 512 x 512 input.
 
-Large inputs stay cheap: cropping, resizing and the alpha bounding box run in Pillow (C), the
-background-removal mask is computed on a reduced copy and only scaled up over the object's box, and
-numpy only sees the final square (at most `MAX_SIDE` pixels on a side).
+Large inputs stay cheap without changing a pixel of the result: the padded square is never built;
+its resize is computed from the crop alone (`resize_framed`), a row band at a time.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+import scipy.sparse  # type: ignore[import-untyped]
 
 from remote.errors import (
     ImageTooLargeError,
@@ -36,10 +37,8 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 ACCEPTED_NAMES = "PNG, JPEG or WebP"
 REMOVE_BACKGROUND_MODES = ("auto", "always", "never")
 FOREGROUND_RATIO_RANGE = (0.5, 1.0)
-MAX_SIDE = 1024  # the model resizes to 512; a larger square only costs time
-MASK_SIDE = 1024  # rembg's u2net sees 320x320, so a mask from a 1024-pixel copy loses nothing
-MASK_MARGIN = 2  # mask pixels kept around the object's box: bilinear upscaling spreads one pixel
-GREY = 0.5
+MODEL_INPUT_SIDE = 512  # TripoSR's cond_image_size: the model sees a 512 x 512 picture
+ROW_CHUNK = 256  # crop rows composited and resampled at a time (bounds the float copies)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -206,18 +205,22 @@ class BackgroundRemover:
         return mask.convert("L")
 
     def __call__(self, image: PIL.Image.Image) -> PIL.Image.Image:
-        """`image` cut out: RGBA with the original colours and the mask as (straight) alpha.
-
-        rembg's default cutout multiplies the colours by the mask; with the grey composite that
-        would darken soft edges twice, so the colours are kept as they are.
+        """`image` cut out as upstream TripoSR cuts it: rembg's own cutout, RGBA whose alpha is the
+        mask and whose colours are multiplied by it (the grey composite then multiplies soft edges
+        by the mask a second time, as upstream does; docs/architecture.md says why we keep that).
         """
-        cut = image.convert("RGB")
-        cut.putalpha(self.mask(image))
-        return cut
+        session = self.session()
+        rgb = image.convert("RGB")
+        rgb.info = {}  # no EXIF: rembg applies EXIF orientation again, which would turn the mask
+        from rembg import remove  # type: ignore[import-untyped]
+
+        with self._lock:
+            self.calls += 1
+        return cast(PIL.Image.Image, remove(rgb, session=session))
 
 
 # ---------------------------------------------------------------------------------------------
-# Crop, pad, composite
+# Crop, pad, composite, resize: upstream TripoSR's preprocessing
 
 
 def prepare_image(
@@ -226,32 +229,27 @@ def prepare_image(
     remove_background: str = "auto",
     foreground_ratio: float = 0.85,
     remover: BackgroundRemover | None = None,
+    size: int = MODEL_INPUT_SIDE,
 ) -> np.ndarray:
-    """The model's input: float32 (S, S, 3) in 0..1, the object centred on grey 0.5.
+    """The model's input: float32 (size, size, 3) in 0..1, exactly what upstream TripoSR's run.py
+    and image preprocessor give its model for the same image (docs/architecture.md).
 
     remove_background:
       "auto"   an image whose alpha has any value below 255 is already cut out and keeps it; any
-               other image goes through `remover`.
+               other image goes through `remover` (rembg's cutout, as upstream).
       "always" every image goes through `remover`; an existing alpha is first composited onto
                white (what is hidden under transparent pixels is often junk that would confuse the
                mask) and the mask then replaces it.
       "never"  the image's own alpha if it has one, else the whole picture is the object.
-    The object's bounding box (alpha > 0) is padded to a centred square whose side is
-    int(longest side / foreground_ratio); the colours are composited as rgb * a + 0.5 * (1 - a).
-    When that square would be larger than `MAX_SIDE` (1024), the cropped object is scaled down
-    first so the side stays at most 1024: the model resizes its input to 512 anyway, and a small
-    array keeps the host-to-GPU copy and the numpy work cheap for 2-40 MP photos.
+    Then upstream's steps: crop to alpha > 0 (`frame_object`), pad to a centred square where the
+    object spans `foreground_ratio` of the side, composite over grey in float32 and truncate to
+    uint8, and resize to `size` (bilinear, antialiased) as the model's own resize does.
     """
     _check_options(remove_background, foreground_ratio)
     cut = _cut_out(normalise_mode(image), remove_background, remover)
-    box = cut.getchannel("A").getbbox()
-    if box is None:
-        raise NoForegroundError(
-            "No object was found in the image (it is fully transparent, or background removal kept "
-            "nothing); use an image with a clear subject, or remove_background=never."
-        )
-    subject = _limit_size(cut.crop(box), foreground_ratio)
-    return _square_on_grey(np.asarray(subject), foreground_ratio)
+    rgba = np.asarray(cut)
+    framing = frame_object(rgba[:, :, 3], foreground_ratio)
+    return resize_framed(rgba, framing, size)
 
 
 def _check_options(remove_background: str, foreground_ratio: float) -> None:
@@ -266,7 +264,7 @@ def _check_options(remove_background: str, foreground_ratio: float) -> None:
 
 
 def _cut_out(image: PIL.Image.Image, mode: str, remover: BackgroundRemover | None) -> PIL.Image.Image:
-    """RGBA whose alpha marks the object (it may be a crop of `image` that holds the whole object)."""
+    """RGBA whose alpha marks the object."""
     has_alpha = image.mode == "RGBA"
     if mode == "never" or (mode == "auto" and has_alpha and _lowest_alpha(image) < 255):
         return image if has_alpha else image.convert("RGBA")
@@ -276,7 +274,7 @@ def _cut_out(image: PIL.Image.Image, mode: str, remover: BackgroundRemover | Non
         flat = PIL.Image.new("RGB", image.size, (255, 255, 255))
         flat.paste(image, mask=image.getchannel("A"))
         image = flat
-    return _remove_background(image, remover)
+    return remover(image)
 
 
 def _lowest_alpha(image: PIL.Image.Image) -> int:
@@ -284,53 +282,103 @@ def _lowest_alpha(image: PIL.Image.Image) -> int:
     return low
 
 
-def _remove_background(image: PIL.Image.Image, remover: BackgroundRemover) -> PIL.Image.Image:
-    """Mask a reduced copy, then scale the mask up only over the object's box (plus a margin)."""
-    scale = MASK_SIDE / max(image.size)
-    if scale >= 1.0:
-        cut = image.copy()
-        cut.putalpha(remover.mask(image))
-        return cut
-    small_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    small = image.resize(small_size, PIL.Image.Resampling.LANCZOS, reducing_gap=2.0)
-    mask = remover.mask(small)
-    box = mask.getbbox()
-    if box is None:
-        small.putalpha(mask)
-        return small  # fully transparent: the caller reports that no object was found
-    scale_x, scale_y = image.width / small.width, image.height / small.height
-    left, top = max(box[0] - MASK_MARGIN, 0), max(box[1] - MASK_MARGIN, 0)
-    right, bottom = min(box[2] + MASK_MARGIN, small.width), min(box[3] + MASK_MARGIN, small.height)
-    full_box = (
-        math.floor(left * scale_x),
-        math.floor(top * scale_y),
-        min(math.ceil(right * scale_x), image.width),
-        min(math.ceil(bottom * scale_y), image.height),
+@dataclass(frozen=True)
+class Framing:
+    """Where upstream's crop lands in its padded square (all in input pixels).
+
+    The crop is rows `top_row:bottom_row` and columns `left_col:right_col` of the cut-out (the
+    last row and column holding alpha > 0 are excluded, as upstream's slicing does); it sits at
+    (`top`, `left`) in a square of side `side`.
+    """
+
+    top_row: int
+    bottom_row: int
+    left_col: int
+    right_col: int
+    side: int
+    top: int
+    left: int
+
+
+def frame_object(alpha: np.ndarray, foreground_ratio: float) -> Framing:
+    """Upstream's crop and two-step padding for an alpha channel (H, W).
+
+    1. Crop to rows/columns first..last with alpha > 0, the last one excluded.
+    2. Pad to a square of side max(h, w): (side - h) // 2 on top, (side - w) // 2 on the left.
+    3. Pad to int(side / foreground_ratio): (new - side) // 2 on top and on the left.
+    """
+    rows = np.flatnonzero(alpha.any(axis=1))
+    cols = np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        raise NoForegroundError(
+            "No object was found in the image (it is fully transparent, or background removal kept "
+            "nothing); use an image with a clear subject, or remove_background=never."
+        )
+    top_row, bottom_row, left_col, right_col = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    height, width = bottom_row - top_row, right_col - left_col
+    if height == 0 or width == 0:
+        raise NoForegroundError(
+            "The object is a single row or column of pixels; use an image with a larger subject."
+        )
+    square = max(height, width)
+    side = int(square / foreground_ratio)
+    margin = (side - square) // 2
+    return Framing(
+        top_row, bottom_row, left_col, right_col,
+        side=side, top=(square - height) // 2 + margin, left=(square - width) // 2 + margin,
     )
-    cut = image.crop(full_box)
-    mask_box = (full_box[0] / scale_x, full_box[1] / scale_y, full_box[2] / scale_x, full_box[3] / scale_y)
-    cut.putalpha(mask.resize(cut.size, PIL.Image.Resampling.BILINEAR, box=mask_box))
-    return cut
 
 
-def _limit_size(subject: PIL.Image.Image, foreground_ratio: float) -> PIL.Image.Image:
-    """Shrink the object so the padded square is at most MAX_SIDE (Pillow resizes RGBA premultiplied)."""
-    longest = max(subject.size)
-    limit = int(MAX_SIDE * foreground_ratio)
-    if longest <= limit:
-        return subject
-    scale = limit / longest
-    size = (max(1, round(subject.width * scale)), max(1, round(subject.height * scale)))
-    return subject.resize(size, PIL.Image.Resampling.LANCZOS, reducing_gap=3.0)
+def composite_on_grey(rgba: np.ndarray) -> np.ndarray:
+    """uint8 RGBA (..., 4) -> uint8 RGB over grey 0.5, in upstream's float32 arithmetic and its
+    truncation to uint8 (so transparent pixels become 127, not 128)."""
+    values = rgba.astype(np.float32) / 255.0
+    alpha = values[..., 3:4]
+    composite = values[..., :3] * alpha + (1 - alpha) * 0.5
+    return (composite * 255.0).astype(np.uint8)
 
 
-def _square_on_grey(subject: np.ndarray, foreground_ratio: float) -> np.ndarray:
-    """Centre the RGBA crop in a square of side int(longest / ratio) and composite it over grey."""
-    height, width = subject.shape[:2]
-    side = max(int(max(height, width) / foreground_ratio), height, width)
-    top, left = (side - height) // 2, (side - width) // 2
-    rgba = subject.astype(np.float32) / 255.0
-    alpha = rgba[:, :, 3:4]
-    square = np.full((side, side, 3), GREY, dtype=np.float32)
-    square[top : top + height, left : left + width] = rgba[:, :, :3] * alpha + GREY * (1.0 - alpha)
-    return square
+def antialias_weights(in_size: int, out_size: int) -> scipy.sparse.csr_matrix:
+    """The (out_size, in_size) matrix of PyTorch's bilinear resize with antialias=True and
+    align_corners=False (the triangle filter widened by the scale when shrinking, each row
+    normalised), so a resize is `W_rows @ image @ W_cols.T`."""
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    inverse = 1.0 / scale if scale >= 1.0 else 1.0
+    centres = scale * (np.arange(out_size) + 0.5)
+    first = np.maximum((centres - support + 0.5).astype(np.int64), 0)  # C's int(): toward zero
+    stop = np.minimum((centres + support + 0.5).astype(np.int64), in_size)
+    taps = np.arange(int((stop - first).max()))
+    columns = first[:, None] + taps[None, :]
+    weights = np.clip(1.0 - np.abs((columns - centres[:, None] + 0.5) * inverse), 0.0, None)
+    weights[columns >= stop[:, None]] = 0.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    rows = np.repeat(np.arange(out_size), len(taps))
+    keep = weights.ravel() > 0
+    return scipy.sparse.csr_matrix(
+        (weights.ravel()[keep], (rows[keep], columns.ravel()[keep])), shape=(out_size, in_size)
+    )
+
+
+def resize_framed(rgba: np.ndarray, framing: Framing, size: int) -> np.ndarray:
+    """The framed square, composited on grey and resized to `size` as the model does, computed
+    from the crop alone: the square is grey 127 outside the crop, so only the crop's difference
+    from grey needs resampling. Exact for any square size, with memory and time in proportion to
+    the crop rather than the padded square."""
+    grey = np.float32(127) / np.float32(255)
+    rows = antialias_weights(framing.side, size)
+    cols = antialias_weights(framing.side, size)
+    height = framing.bottom_row - framing.top_row
+    width = framing.right_col - framing.left_col
+    rows_crop = rows[:, framing.top : framing.top + height]
+    cols_crop = cols[:, framing.left : framing.left + width]
+    partial = np.empty((height, size, 3), dtype=np.float64)  # crop rows resampled along x
+    for start in range(0, height, ROW_CHUNK):
+        stop = min(start + ROW_CHUNK, height)
+        chunk = rgba[framing.top_row + start : framing.top_row + stop, framing.left_col : framing.right_col]
+        offset = composite_on_grey(chunk).astype(np.float32) / np.float32(255) - grey
+        for channel in range(3):
+            partial[start:stop, :, channel] = (cols_crop @ offset[:, :, channel].T).T
+    base = grey * np.outer(np.asarray(rows.sum(axis=1)).ravel(), np.asarray(cols.sum(axis=1)).ravel())
+    out = np.stack([base + rows_crop @ partial[:, :, channel] for channel in range(3)], axis=-1)
+    return out.astype(np.float32)

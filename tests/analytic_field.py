@@ -23,6 +23,8 @@ BLUE = (0.1, 0.2, 0.8)
 class AnalyticField:
     """Density/colour field of the body + nose + fin shape (see module docstring)."""
 
+    radius = 0.87  # the grid's half-side, as TripoSR's
+
     def __init__(self, threshold: float = 25.0, sharpness: float = 30.0, device: str = "cpu") -> None:
         self.threshold = threshold
         self.sharpness = sharpness

@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 from PIL import ImageDraw
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, FIXTURES
 from remote.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -21,8 +21,9 @@ from remote.errors import (
     ModelLoadError,
     NoForegroundError,
 )
-from remote.preprocess import MAX_SIDE, BackgroundRemover, load_image, prepare_image
+from remote.preprocess import BackgroundRemover, frame_object, load_image, prepare_image
 from tiny_u2net import build_tiny_u2net
+from upstream_preprocess import load_rgba, upstream_model_input, upstream_square
 
 RED = (200, 30, 30)
 
@@ -260,7 +261,9 @@ def test_real_rembg_session_cuts_out_the_object(remover):
     assert cut[80, 90, 3] > 230 and cut[5, 5, 3] < 20
     disk_area = np.pi * 40.5**2
     assert abs((cut[:, :, 3] > 128).sum() - disk_area) < 0.1 * disk_area
-    np.testing.assert_array_equal(cut[:, :, :3], np.asarray(image))  # straight alpha: colours kept
+    # rembg's own cutout, as upstream uses it: the colours are multiplied by the mask.
+    expected = np.asarray(image).astype(np.float64) * cut[:, :, 3:4] / 255
+    assert np.abs(cut[:, :, :3] - expected).max() <= 1
     assert remover.calls == 1
 
 
@@ -321,30 +324,99 @@ def test_default_session_with_a_wrong_checksum_tries_to_download_and_says_what_t
 
 
 # ---------------------------------------------------------------------------------------------
-# Crop, pad, composite
+# Crop, pad, composite, resize: upstream's preprocessing
+
+UPSTREAM = FIXTURES / "upstream_preprocess"
+UPSTREAM_CASES = ["chair_1537x1201", "robot_333x777", "hamburger_soft_2049x1031", "chair_97x131"]
 
 
-def subject_bbox(prepared: np.ndarray) -> tuple[int, int, int, int]:
-    """Rows and columns (first, last) of pixels that are not the grey background."""
-    rows = np.flatnonzero(np.abs(prepared - 0.5).max(axis=(1, 2)) > 0.05)
-    cols = np.flatnonzero(np.abs(prepared - 0.5).max(axis=(0, 2)) > 0.05)
-    return rows[0], rows[-1], cols[0], cols[-1]
+@pytest.fixture(scope="module")
+def upstream_expected():
+    with np.load(UPSTREAM / "expected.npz") as stored:
+        return {key: stored[key] for key in stored.files}
 
 
-def test_crop_pad_and_grey_composite_are_exact():
-    """A 100 x 50 opaque rectangle at a known place, one half-transparent pixel."""
+@pytest.mark.parametrize("name", UPSTREAM_CASES)
+def test_model_input_is_upstreams_for_stored_cut_outs(name, upstream_expected):
+    """Odd sizes, wide and tall, larger than 1024 px, soft alpha, smaller than 512: the stored input
+    that upstream's preprocessing gives its model, matched on every pixel."""
+    image = load_image(UPSTREAM / f"{name}.png")
+    ratio = float(upstream_expected[f"{name}_ratio"])
+    prepared = prepare_image(image, foreground_ratio=ratio)
+    expected = upstream_expected[name]
+    assert prepared.shape == expected.shape == (512, 512, 3) and prepared.dtype == np.float32
+    error = np.abs(prepared - expected).max()
+    assert error <= 1 / 255  # the contract
+    assert error < 1e-5  # and in fact the same numbers, up to float32 rounding
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.66, 0.85, 1.0])
+@pytest.mark.parametrize("name", ["chair", "hamburger", "robot"])
+def test_model_input_is_upstreams_for_the_examples_at_any_ratio(name, ratio):
+    rgba = load_rgba(EXAMPLES / f"{name}.png")
+    prepared = prepare_image(PIL.Image.fromarray(rgba, "RGBA"), foreground_ratio=ratio)
+    assert np.abs(prepared - upstream_model_input(rgba, ratio)).max() < 1e-5
+
+
+def test_a_large_sharp_subject_is_resized_exactly_without_building_the_square():
+    big = PIL.Image.new("RGBA", (3000, 2000), (0, 0, 0, 0))
+    ImageDraw.Draw(big).rectangle((100, 100, 2899, 1899), fill=(0, 200, 0, 255))
+    ImageDraw.Draw(big).ellipse((900, 500, 1300, 900), fill=(250, 20, 20, 140))
+    prepared = prepare_image(big, foreground_ratio=0.85)
+    reference = upstream_model_input(np.asarray(big), 0.85)
+    assert np.abs(prepared - reference).max() < 1e-5
+    green = prepared[:, :, 1] > 0.6
+    rows, cols = np.flatnonzero(green.any(axis=1)), np.flatnonzero(green.any(axis=0))
+    assert (cols[-1] - cols[0] + 1) / 512 == pytest.approx(0.85, abs=0.01)
+    assert (rows[-1] - rows[0] + 1) / (cols[-1] - cols[0] + 1) == pytest.approx(1799 / 2799, abs=0.01)
+
+
+def test_framing_drops_the_last_row_and_column_and_pads_twice():
+    """A 100 x 50 rectangle: upstream crops 99 x 49 (its slice end is the last index), pads to a
+    99-pixel square (25 rows on top), then to int(99 / 0.8) = 123 (12 more on top and left)."""
+    alpha = np.zeros((200, 300), dtype=np.uint8)
+    alpha[30:80, 50:150] = 255
+    framing = frame_object(alpha, 0.8)
+    assert (framing.top_row, framing.bottom_row, framing.left_col, framing.right_col) == (30, 79, 50, 149)
+    assert (framing.side, framing.top, framing.left) == (123, 25 + 12, 0 + 12)
     canvas = np.zeros((200, 300, 4), dtype=np.uint8)
-    canvas[30:80, 50:150] = (255, 0, 0, 255)
-    canvas[30, 50] = (0, 0, 255, 128)
-    prepared = prepare_image(PIL.Image.fromarray(canvas, "RGBA"), remove_background="never", foreground_ratio=0.8)
-    assert prepared.shape == (125, 125, 3) and prepared.dtype == np.float32  # int(100 / 0.8)
-    top, left = (125 - 50) // 2, (125 - 100) // 2
-    assert subject_bbox(prepared) == (top, top + 49, left, left + 99)  # centred
-    assert (prepared[top + 1 : top + 50, left + 1 : left + 100] == [1.0, 0.0, 0.0]).all()
-    assert (prepared[:top] == 0.5).all() and (prepared[top + 50 :] == 0.5).all()
-    assert (prepared[:, :left] == 0.5).all() and (prepared[:, left + 100 :] == 0.5).all()
-    a = 128 / 255
-    np.testing.assert_allclose(prepared[top, left], [0.5 * (1 - a), 0.5 * (1 - a), a + 0.5 * (1 - a)], atol=1e-6)
+    canvas[alpha > 0] = (255, 0, 0, 255)
+    square = upstream_square(canvas, 0.8)
+    assert square.shape == (123, 123, 3)
+    red = np.argwhere(square[:, :, 0] == 255)
+    assert red.min(axis=0).tolist() == [37, 12] and red.max(axis=0).tolist() == [37 + 48, 12 + 98]
+
+
+def test_grey_is_upstreams_truncated_127_and_soft_alpha_is_composited_then_truncated():
+    canvas = np.zeros((64, 64, 4), dtype=np.uint8)
+    canvas[8:56, 8:56] = (200, 100, 0, 128)
+    prepared = prepare_image(PIL.Image.fromarray(canvas, "RGBA"), foreground_ratio=0.5)
+    assert prepared[0, 0].tolist() == [np.float32(127) / np.float32(255)] * 3  # not 0.5
+    a = np.float32(128) / np.float32(255)
+    expected = [int((np.float32(v / 255) * a + (1 - a) * np.float32(0.5)) * np.float32(255)) for v in (200, 100, 0)]
+    assert expected == [163, 113, 63]
+    np.testing.assert_allclose(prepared[256, 256], np.array(expected) / 255, atol=1e-6)
+
+
+def test_an_object_one_pixel_thin_is_refused_clearly():
+    canvas = np.zeros((40, 40, 4), dtype=np.uint8)
+    canvas[20, 5:35] = 255
+    with pytest.raises(NoForegroundError, match="single row or column"):
+        prepare_image(PIL.Image.fromarray(canvas, "RGBA"))
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.85, 1.0])
+def test_object_spans_the_foreground_ratio(remover, ratio):
+    """The square's side is int(extent of alpha > 0 (less its last pixel) / ratio), the disk in its middle."""
+    cut = np.asarray(remover(disk_on()))
+    framing = frame_object(cut[:, :, 3], ratio)
+    extent = max(framing.bottom_row - framing.top_row, framing.right_col - framing.left_col)
+    assert framing.side == int(extent / ratio)
+    prepared = prepare_image(disk_on(), foreground_ratio=ratio, remover=remover)
+    box = red_bbox(prepared)
+    assert (box[1] - box[0] + 1) / 512 == pytest.approx(81 / framing.side, abs=0.02)
+    assert_centred(box, 512, tolerance=512 / framing.side * 1.5)
+    np.testing.assert_allclose(prepared[256, 256], np.array(RED) / 255, atol=0.02)
 
 
 def red_bbox(prepared: np.ndarray) -> tuple[int, int, int, int]:
@@ -360,20 +432,15 @@ def assert_centred(box: tuple[int, int, int, int], side: int, tolerance: float =
     assert abs((left + right) / 2 - (side - 1) / 2) <= tolerance
 
 
-@pytest.mark.parametrize("ratio", [0.5, 0.85, 1.0])
-def test_object_spans_the_foreground_ratio(remover, ratio):
-    """The square's side is int(extent of alpha > 0 / ratio); the disk sits in its middle."""
-    left, top, right, bottom = remover(disk_on()).getchannel("A").getbbox()
-    prepared = prepare_image(disk_on(), foreground_ratio=ratio, remover=remover)
-    side = prepared.shape[0]
-    assert prepared.shape == (side, side, 3)
-    assert side == int(max(right - left, bottom - top) / ratio)
-    box = red_bbox(prepared)
-    assert box[1] - box[0] + 1 == 81 and box[3] - box[2] + 1 == 81  # the disk, not scaled
-    assert_centred(box, side)
-    np.testing.assert_allclose(prepared[side // 2, side // 2], np.array(RED) / 255, atol=0.02)
-    if ratio < 1.0:
-        np.testing.assert_allclose(prepared[0, 0], 0.5)
+def test_background_removal_is_upstreams_rembg_cutout_then_its_crop(remover):
+    """An opaque picture goes through rembg's cutout (colours times mask), then exactly the cut-out
+    path: the soft edge is multiplied by the mask twice, as upstream does."""
+    image = disk_on()
+    cut = remover(image)
+    prepared = prepare_image(image, remover=remover)
+    assert remover.calls == 2
+    reference = upstream_model_input(np.asarray(cut), 0.85)
+    assert np.abs(prepared - reference).max() < 1e-5
 
 
 def test_transparent_images_skip_background_removal_in_auto(remover):
@@ -382,7 +449,7 @@ def test_transparent_images_skip_background_removal_in_auto(remover):
     image.putalpha(PIL.Image.fromarray(alpha))
     prepared = prepare_image(image, remover=remover)
     assert remover.calls == 0
-    assert prepared.shape[0] == int(81 / 0.85)
+    assert np.abs(prepared - upstream_model_input(np.asarray(image), 0.85)).max() < 1e-5
     opaque = disk_on().convert("RGBA")  # an alpha channel that hides nothing is not a cut-out
     prepare_image(opaque, remover=remover)
     prepare_image(disk_on(), remover=remover)
@@ -398,49 +465,21 @@ def test_always_ignores_what_transparent_pixels_hide(remover):
     never = prepare_image(image, remove_background="never", remover=remover)
     always = prepare_image(image, remove_background="always", remover=remover)
     assert remover.calls == 1
-    assert never.shape[0] == int(160 / 0.85)  # its alpha: the 140 x 160 white strip with the disk
-    assert int(81 / 0.85) <= always.shape[0] <= int(100 / 0.85)  # rembg: the disk (and a faint halo)
-    assert_centred(red_bbox(always), always.shape[0])
-    np.testing.assert_allclose(always[always.shape[0] // 2, always.shape[0] // 2], np.array(RED) / 255, atol=0.02)
+    assert np.abs(never - upstream_model_input(np.dstack([rgb, alpha]), 0.85)).max() < 1e-5
+    blue = (always[:, :, 2] - always[:, :, 0] > 0.3).sum()
+    assert blue == 0  # the junk is gone
+    assert_centred(red_bbox(always), 512, tolerance=8)
+    np.testing.assert_allclose(always[256, 256], np.array(RED) / 255, atol=0.02)
 
 
 def test_never_uses_the_whole_opaque_picture(remover):
+    """The whole picture is the object (less upstream's last row and column), padded to the ratio."""
     never = prepare_image(disk_on(), remove_background="never", remover=remover)
     assert remover.calls == 0
-    assert never.shape[0] == int(200 / 0.85)
-    np.testing.assert_allclose(never[never.shape[0] // 2, 2], 0.5)  # grey padding at the side
-    np.testing.assert_allclose(never[never.shape[0] // 2 - 70, never.shape[0] // 2], 1.0)  # the white picture
-
-
-def test_large_photo_is_masked_at_reduced_size_and_cropped_at_full_size(remover):
-    """A 12 MP photo with a small off-centre object: the mask of a reduced copy, scaled up over the
-    object's box, keeps the whole object at full resolution and frames it as the full-size mask does.
-
-    Where alpha > 0 ends is set by the faint outer lobes of rembg's Lanczos resize of its 320-pixel
-    mask, which fall up to about one mask pixel (12 px here) apart at different output sizes.
-    """
-    big = disk_on(size=(4000, 3000), box=(2600, 400, 3199, 999))  # a 600-pixel disk
-    prepared = prepare_image(big, foreground_ratio=0.75, remover=remover)
-    reference = prepare_image(remover(big), remove_background="never", foreground_ratio=0.75)
-    assert remover.calls == 2
-    assert abs(prepared.shape[0] - reference.shape[0]) <= 12 / 0.75
-    for result in (prepared, reference):
-        box = red_bbox(result)
-        assert abs(box[1] - box[0] + 1 - 600) <= 2 and abs(box[3] - box[2] + 1 - 600) <= 2  # not clipped
-        assert_centred(box, result.shape[0], tolerance=12)
-        np.testing.assert_allclose(result[:5, :5], 0.5)
-        np.testing.assert_allclose(result[-5:, -5:], 0.5)
-
-
-def test_large_subjects_are_scaled_to_a_bounded_square():
-    big = PIL.Image.new("RGBA", (3000, 2000), (0, 0, 0, 0))
-    ImageDraw.Draw(big).rectangle((100, 100, 2899, 1899), fill=(0, 200, 0, 255))
-    prepared = prepare_image(big, foreground_ratio=0.85)
-    assert prepared.shape[0] <= MAX_SIDE
-    top, bottom, left, right = subject_bbox(prepared)
-    assert (right - left + 1) / prepared.shape[0] == pytest.approx(0.85, abs=0.01)
-    assert (bottom - top + 1) / (right - left + 1) == pytest.approx(1800 / 2800, abs=0.01)
-    assert_centred((top, bottom, left, right), prepared.shape[0])
+    opaque = np.asarray(disk_on().convert("RGBA"))
+    assert np.abs(never - upstream_model_input(opaque, 0.85)).max() < 1e-5
+    np.testing.assert_allclose(never[256, 2], 127 / 255)  # grey padding at the side
+    np.testing.assert_allclose(never[256 - 150, 256], 1.0, atol=1e-6)  # the white picture
 
 
 def test_other_modes_passed_straight_to_prepare_image_are_normalised(remover):
@@ -448,7 +487,9 @@ def test_other_modes_passed_straight_to_prepare_image_are_normalised(remover):
     alpha = np.where(np.asarray(disk_on())[:, :, 1] < 128, 255, 0).astype(np.uint8)
     grey_with_alpha.putalpha(PIL.Image.fromarray(alpha))
     prepared = prepare_image(grey_with_alpha, remover=remover)
-    assert remover.calls == 0 and prepared.shape == (int(81 / 0.85),) * 2 + (3,)
+    assert remover.calls == 0 and prepared.shape == (512, 512, 3)
+    rgba = np.asarray(grey_with_alpha.convert("RGBA"))
+    assert np.abs(prepared - upstream_model_input(rgba, 0.85)).max() < 1e-5
 
 
 def test_fully_transparent_image_has_no_foreground(remover):
@@ -481,11 +522,10 @@ def test_removal_without_a_remover_is_a_programming_error():
 def test_example_cut_outs_keep_their_alpha(name, remover):
     image = load_image(EXAMPLES / f"{name}.png")
     assert image.mode == "RGBA"
-    left, top, right, bottom = image.getchannel("A").getbbox()
     prepared = prepare_image(image, remover=remover)
     assert remover.calls == 0
-    assert prepared.shape == (int(max(right - left, bottom - top) / 0.85),) * 2 + (3,)
-    np.testing.assert_allclose(prepared[0, 0], 0.5)
+    assert prepared.shape == (512, 512, 3)
+    np.testing.assert_allclose(prepared[0, 0], 127 / 255)
     assert np.abs(prepared - 0.5).max() > 0.2
 
 
@@ -496,6 +536,6 @@ def test_opaque_teapot_example_goes_through_rembg(remover):
     assert mask[0, 0] < 30 and mask[437, 437] > 200  # grey background out, the pot's body in
     prepared = prepare_image(teapot, remover=remover)
     assert remover.calls == 2
-    assert prepared.shape[0] < 874 / 0.85 - 50  # cropped to the pot, not the whole picture
-    top, bottom, left, right = subject_bbox(prepared)
-    assert (right - left + 1) / prepared.shape[0] == pytest.approx(0.85, abs=0.03)
+    framing = frame_object(mask, 0.85)
+    assert framing.side < 874 / 0.85 - 50  # cropped to the pot, not the whole picture
+    assert np.abs(prepared - upstream_model_input(np.asarray(remover(teapot)), 0.85)).max() < 1e-5

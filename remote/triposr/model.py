@@ -270,6 +270,7 @@ class SceneField:
         self.model = model
         self.scene_code = scene_code
         self.device = scene_code.device
+        self.radius = model.config.renderer.radius
         self.fused: tuple[fused_field.FusedFieldMLP, torch.Tensor] | None = None
         if model.fused_field and (scene_code.is_cuda or fused_field.interpreted()):
             mlp = model.fused_mlp()
@@ -283,7 +284,7 @@ class SceneField:
         (PyTorch ops), or the model goes back to PyTorch ops: a compiler that miscompiles the
         kernel on some GPU must not change the mesh. (Against float32 because the fp16 PyTorch
         query is itself ten times further from it than the kernel: H100, random weights.)"""
-        points = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0)) * 1.74 - 0.87
+        points = (torch.rand(4096, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * self.radius
         points = points.to(self.device)
         float32_decoder = copy.deepcopy(self.model.decoder).float()
         expected, _ = self.model.query_field(self.scene_code.float(), points, decoder=float32_decoder)

@@ -366,8 +366,7 @@ def resize_framed(rgba: np.ndarray, framing: Framing, size: int) -> np.ndarray:
     from grey needs resampling. Exact for any square size, with memory and time in proportion to
     the crop rather than the padded square."""
     grey = np.float32(127) / np.float32(255)
-    rows = antialias_weights(framing.side, size)
-    cols = antialias_weights(framing.side, size)
+    rows = cols = antialias_weights(framing.side, size)  # a square: one matrix for both axes
     height = framing.bottom_row - framing.top_row
     width = framing.right_col - framing.left_col
     rows_crop = rows[:, framing.top : framing.top + height]

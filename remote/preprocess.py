@@ -48,18 +48,31 @@ ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # Decoding
 
 
-def load_image(source: bytes | str | Path, max_pixels: int | None = 40_000_000) -> PIL.Image.Image:
+DEFAULT_MAX_PIXELS = 16_000_000  # a 12 MP phone photo fits; the model itself sees 512 x 512
+DECODE_SIDE = 2048  # JPEGs are decoded at 1/2, 1/4 or 1/8 scale while their long side stays at least this
+DECODE_SLOTS = 2  # images decoded at once per process: each full decode holds up to 4 bytes per pixel
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
+def load_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PIL.Image.Image:
     """Decode an image fully into 8-bit RGB or RGBA, or raise an error that says what to do.
 
-    `max_pixels` is checked against the header's size before any pixel is decoded; Pillow's own
-    decompression-bomb check (`PIL.Image.MAX_IMAGE_PIXELS`) stays on as a second guard.
+    A large JPEG is decoded at reduced scale (libjpeg's DCT scaling, Pillow's draft mode) while
+    its long side stays at least DECODE_SIDE pixels: the object is later cropped and scaled to at
+    most MAX_SIDE, so the full-size pixels would be thrown away. `max_pixels` is checked against
+    the size that will be decoded, from the header, before any pixel is decoded; Pillow's own
+    decompression-bomb check (`PIL.Image.MAX_IMAGE_PIXELS`) stays on as a second guard. At most
+    DECODE_SLOTS images are decoded at once, which bounds the decoding memory of a busy server.
     """
     data = _read(source)
     try:
         image: PIL.Image.Image = PIL.Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        _reduce_jpeg(image)
         _check_pixels(image.size, max_pixels)
-        image.load()  # decode every pixel now, so a truncated file fails here
-        image = PIL.ImageOps.exif_transpose(image)
+        with _decode_slots:
+            image.load()  # decode every pixel now, so a truncated file fails here
+            image = PIL.ImageOps.exif_transpose(image)
+            return normalise_mode(image)
     except (ImageTooLargeError, InvalidImageError):
         raise
     except PIL.Image.DecompressionBombError as error:
@@ -75,7 +88,15 @@ def load_image(source: bytes | str | Path, max_pixels: int | None = 40_000_000) 
             f"The image could not be decoded ({error}); the file is probably truncated or corrupt. "
             "Save or export it again and retry."
         ) from error
-    return normalise_mode(image)
+
+
+def _reduce_jpeg(image: PIL.Image.Image) -> None:
+    """Ask the JPEG decoder for the smallest scale whose long side is still >= DECODE_SIDE."""
+    if image.format != "JPEG" or max(image.size) <= DECODE_SIDE:
+        return
+    scale = DECODE_SIDE / max(image.size)
+    wanted = (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale)))
+    image.draft(image.mode, wanted)
 
 
 def _read(source: bytes | str | Path) -> bytes:

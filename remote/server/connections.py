@@ -123,7 +123,8 @@ class GuardedH11Protocol(H11Protocol):
     def _client_stopped_reading(self) -> None:
         self._send_timer = None
         if not self.transport.is_closing():
-            log.info("dropped a connection whose client read nothing of its answer for %g s", self.send_timeout_s)
+            if self.cycle is not None:  # the request's log line says 499, not the status it began with
+                self.cycle.scope["state"]["client_stopped_reading"] = True
             self.transport.abort()  # drops the unsent bytes; connection_lost tells the app
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -177,8 +177,10 @@ class RequestContextMiddleware:
             )
             await response(scope, receive_noting_disconnect, send_with_id)
         finally:
-            logged = CLIENT_CLOSED_REQUEST if left_early else status
+            # The server marks a client dropped for reading nothing of its answer (connections.py).
+            if left_early or scope["state"].get("client_stopped_reading"):
+                status = CLIENT_CLOSED_REQUEST
             log.info(
-                "%s %s %s %d %.0f ms", request_id, scope["method"], scope["path"], logged,
+                "%s %s %s %d %.0f ms", request_id, scope["method"], scope["path"], status,
                 (time.perf_counter() - start) * 1000,
             )

@@ -280,7 +280,7 @@ def _free_port() -> int:
 
 
 def start_server(workdir: Path, model: str, device: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    from tiny_u2net import build_tiny_u2net
+    from tiny_u2net import build_tiny_u2net  # type: ignore[import-not-found]  # tests/ is on sys.path
 
     onnx = build_tiny_u2net(workdir / "tiny_u2net.onnx")
     port = _free_port()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import resource
 import socket
 import threading
 import time
@@ -21,6 +22,8 @@ import requests
 
 from conftest import EXAMPLES
 from live_server import live_server
+
+from remote.server.connections import raise_file_limit
 
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 4.0
@@ -153,6 +156,25 @@ def test_connections_over_the_cap_get_a_json_503_and_the_server_recovers(guarded
             holder.close()
     time.sleep(0.3)
     assert health(guarded)["status"] == "ready"  # reachable again once they are gone
+
+
+def test_serve_raises_its_open_file_limit(guarded):
+    """The server runs with the hard limit as its soft limit, and says so at start-up."""
+    limits = Path(f"/proc/{guarded.pid}/limits").read_text()
+    (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    soft, hard = line.split()[3:5]
+    assert soft == hard
+    assert f"open-file limit {soft}" in guarded.log_path.read_text()
+
+
+def test_raise_file_limit_lifts_a_low_soft_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        assert raise_file_limit(MAX_CONNECTIONS) == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # ---------------------------------------------------------------------------------------------

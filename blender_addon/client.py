@@ -12,6 +12,7 @@ import gzip
 import http.client
 import ipaddress
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -120,6 +121,39 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     max_redirections = 50
 
 
+class _RemembersConnection(urllib.request.AbstractHTTPHandler):
+    """Keeps each request's connection on the request (`request.connection`), so Cancel can close it."""
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        def connection(*args: Any, **kw: Any) -> Any:
+            req.connection = http_class(*args, **kw)
+            return req.connection
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _HTTPHandler(_RemembersConnection, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_RemembersConnection, urllib.request.HTTPSHandler):
+    pass
+
+
+def _close_on_cancel(request: Any, cancel: threading.Event, finished: threading.Event) -> None:
+    """Shut the request's socket when `cancel` is set: the server sees the client leave and stops
+    the job, and the thread blocked waiting for the answer wakes up at once."""
+    while not finished.is_set():
+        if cancel.wait(0.1):
+            sock = getattr(getattr(request, "connection", None), "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
+            return
+
+
 class Client:
     """Talks to one endpoint; `timeout` (seconds) bounds a whole generate call, retries included."""
 
@@ -138,7 +172,7 @@ class Client:
         self.timeout = float(timeout)
         # A proxy set for the internet cannot reach this machine's own server: skip it for loopback.
         proxies = urllib.request.ProxyHandler({} if is_loopback(endpoint) else None)
-        self._opener = urllib.request.build_opener(proxies, _Redirects())
+        self._opener = urllib.request.build_opener(proxies, _Redirects(), _HTTPHandler(), _HTTPSHandler())
         # Ask for gzip over a network (a GLB shrinks 2-4x; zlib inflates it in milliseconds), not
         # from this machine's own server, where compressing costs more than sending.
         self.compress = not is_loopback(endpoint) if compress is None else compress
@@ -146,15 +180,16 @@ class Client:
     # -- the API ---------------------------------------------------------------------------------
 
     def health(self, timeout: float | None = None) -> dict[str, Any]:
-        """GET /v1/health (this also wakes a scaled-to-zero GPU container)."""
+        """GET /v1/health (this also wakes a scaled-to-zero GPU container). The server answers 503
+        with the same JSON while its model loads or after it failed to load."""
         limit = min(self.timeout, HEALTH_TIMEOUT_S) if timeout is None else timeout
         status, headers, body = self._request("GET", "/v1/health", timeout=limit)
-        if status != 200:
-            raise ClientError(self._error_text(status, headers, body))
         try:
             health = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             health = None
+        if status != 200 and not (status == 503 and isinstance(health, dict) and "status" in health):
+            raise ClientError(self._error_text(status, headers, body))
         if not isinstance(health, dict) or "status" not in health:
             raise ClientError(
                 f"{self.endpoint} answered, but not like an image-to-3d server; check the endpoint URL "
@@ -266,6 +301,9 @@ class Client:
             request.add_header("Authorization", f"Bearer {self.token}")
         if self.compress:
             request.add_header("Accept-Encoding", "gzip")
+        finished = threading.Event()
+        if cancel is not None:
+            threading.Thread(target=_close_on_cancel, args=(request, cancel, finished), daemon=True).start()
         try:
             with self._opener.open(request, timeout=timeout) as response:
                 body = _read(response, cancel, progress)
@@ -276,6 +314,7 @@ class Client:
         except TimeoutError as error:  # socket.timeout is TimeoutError
             raise self._timeout_error(timeout) from error
         except urllib.error.URLError as error:
+            _check(cancel)  # Cancel shut the connection on purpose
             if isinstance(error.reason, TimeoutError):
                 raise self._timeout_error(timeout) from error
             raise ClientError(
@@ -283,10 +322,13 @@ class Client:
                 "`image-to-3d serve`, or check the endpoint URL in the add-on preferences."
             ) from error
         except (OSError, http.client.HTTPException) as error:  # reset, or closed mid-answer
+            _check(cancel)  # Cancel shut the connection on purpose
             raise ClientError(
                 f"The connection to {self.endpoint} broke ({error}); check that the server is still running "
                 "and try again."
             ) from error
+        finally:
+            finished.set()
 
     def _timeout_error(self, timeout: float) -> ClientError:
         return ClientError(

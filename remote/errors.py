@@ -58,3 +58,17 @@ class ModelLoadError(ImageTo3DError):
 
     code = "model_load_failed"
     status = 500
+
+
+class BackgroundRemovalUnavailableError(ImageTo3DError):
+    """The image needs background removal, but its model could not be loaded on this server."""
+
+    code = "background_removal_unavailable"
+    status = 503
+
+
+class JobCancelledError(ImageTo3DError):
+    """The client went away, so its job stopped between stages (status 499: client closed request)."""
+
+    code = "client_closed_request"
+    status = 499

@@ -81,29 +81,38 @@ def extract_mesh(
     timings: dict[str, float] | None = None,
     sync: Callable[[], None] | None = None,
     normals: bool = True,
+    check: Callable[[], None] | None = None,
 ) -> Mesh:
     """Mesh the surface `density == threshold` on the grid over the field's cube (`field.radius`);
     adds "extraction" and "color" seconds to `timings`.
 
-    `normals=False` skips the vertex normals (the pipeline writes GLBs without them)."""
+    `normals=False` skips the vertex normals (the pipeline writes GLBs without them). `check` is
+    called between chunks of field queries and may raise to stop the work (a cancelled job)."""
     _validate(resolution, threshold, target_faces, method)
     clock = _StageClock(timings, sync)
     radius = float(field.radius)
+    check = check or _no_check
     with clock("extraction"):
         if method == "dense":
-            volume = dense_density(field, resolution, radius, chunk_points)
+            volume = dense_density(field, resolution, radius, chunk_points, check)
         else:
-            volume = band_density(field, resolution, radius, threshold, chunk_points)
+            volume = band_density(field, resolution, radius, threshold, chunk_points, check)
+        check()
         logger.debug("marching cubes with %s at resolution %d", backend_for(volume), resolution)
         index_vertices, faces = marching_cubes(volume, threshold)
         if len(faces) == 0:
             raise _no_surface_error(volume, threshold)
         index_vertices, faces = weld(index_vertices, faces)
+        if len(faces) == 0:  # every face was a sliver that welding collapsed
+            raise _no_surface_error(volume, threshold)
         vertices = (index_vertices * (2.0 * radius / (resolution - 1)) - radius).float()
         if target_faces is not None and len(faces) > target_faces:
             decimated, faces_np = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), target_faces)
+            if len(faces_np) == 0:
+                raise _no_surface_error(volume, threshold)
             vertices = torch.from_numpy(decimated).to(field.device)
             faces = torch.from_numpy(faces_np).to(field.device)
+    check()
     with clock("color"):
         colors = torch.cat([field.color(chunk).float() for chunk in vertices.split(chunk_points)])
         colors = colors.nan_to_num(0.0).clamp(0.0, 1.0)
@@ -148,24 +157,32 @@ def grid_axis(resolution: int, radius: float, device: torch.device) -> torch.Ten
     return torch.linspace(-radius, radius, resolution, device=device)
 
 
-def dense_density(field: Field, resolution: int, radius: float, chunk_points: int) -> torch.Tensor:
+def _no_check() -> None:
+    return None
+
+
+def dense_density(
+    field: Field, resolution: int, radius: float, chunk_points: int, check: Callable[[], None] = _no_check
+) -> torch.Tensor:
     """Density at every grid point, `chunk_points` at a time so memory stays bounded."""
     axis = grid_axis(resolution, radius, field.device)
     total = resolution**3
     volume = torch.empty(total, dtype=torch.float32, device=field.device)
     for start in range(0, total, chunk_points):
+        check()
         flat = torch.arange(start, min(start + chunk_points, total), device=field.device)
         volume[start : start + len(flat)] = _finite(field.density(_points_at(flat, axis, resolution)))
     return volume.view(resolution, resolution, resolution)
 
 
 def band_density(
-    field: Field, resolution: int, radius: float, threshold: float, chunk_points: int
+    field: Field, resolution: int, radius: float, threshold: float, chunk_points: int,
+    check: Callable[[], None] = _no_check,
 ) -> torch.Tensor:
     """Grid densities exact near the surface, interpolated from a coarse grid elsewhere."""
     device = field.device
     coarse_size = math.ceil((resolution - 1) / COARSE_STRIDE) + 1
-    coarse = dense_density(field, coarse_size, radius, chunk_points)
+    coarse = dense_density(field, coarse_size, radius, chunk_points, check)
 
     # A coarse cell is active when its corners straddle the threshold or come near it.
     log_density = coarse.clamp_min(1e-30).log() - math.log(threshold)
@@ -178,7 +195,7 @@ def band_density(
         # Near the threshold almost everywhere (a flat, noisy field): the same densities, without
         # the band's interpolation and index bookkeeping (3 ms of 23 at 256^3 on an H200).
         logger.debug("band: %.1f%% of the coarse cells active; querying the dense grid", 100 * share)
-        return dense_density(field, resolution, radius, chunk_points)
+        return dense_density(field, resolution, radius, chunk_points, check)
     volume = F.interpolate(
         coarse[None, None], size=(resolution,) * 3, mode="trilinear", align_corners=True
     )[0, 0]
@@ -194,7 +211,9 @@ def band_density(
     axis = grid_axis(resolution, radius, device)
     volume = volume.flatten()
     for chunk in flat.split(chunk_points):
-        volume[chunk] = _finite(field.density(_points_at(chunk, axis, resolution)))
+        check()
+        if len(chunk):  # no active cell at all (the threshold is far from every density): nothing to query
+            volume[chunk] = _finite(field.density(_points_at(chunk, axis, resolution)))
     return volume.view(resolution, resolution, resolution)
 
 

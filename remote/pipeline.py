@@ -12,16 +12,29 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import PIL.Image
 import torch
 
-from remote.errors import GpuOutOfMemoryError, ImageTo3DError, InvalidOptionError, NoForegroundError
+from remote.errors import (
+    BackgroundRemovalUnavailableError,
+    GpuOutOfMemoryError,
+    ImageTo3DError,
+    InvalidOptionError,
+    JobCancelledError,
+    NoForegroundError,
+)
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
-from remote.preprocess import REMOVE_BACKGROUND_MODES, BackgroundRemover, load_image, prepare_image
+from remote.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    REMOVE_BACKGROUND_MODES,
+    BackgroundRemover,
+    load_image,
+    prepare_image,
+)
 from remote.triposr.cuda_graph import GraphedModel
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
@@ -31,6 +44,13 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fast", "float32")
 CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
+LOCK_POLL_S = 0.05  # how often a job waiting for the device looks whether its client is still there
+
+Cancelled = Callable[[], bool]  # True once the job's client has gone away
+
+
+def _never() -> bool:
+    return False
 
 
 def check_precision(precision: str) -> None:
@@ -70,6 +90,30 @@ class GenerateOptions:
         return self
 
 
+class UnavailableRemover:
+    """Stands in for a BackgroundRemover whose model could not be loaded: an image that needs
+    background removal gets a clear 503, images that are already cut out never call it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _refuse(self) -> BackgroundRemovalUnavailableError:
+        return BackgroundRemovalUnavailableError(
+            "Background removal is not available on this server (its model could not be loaded), so only "
+            "images that are already cut out (PNG or WebP with transparency) work now; send one, or use "
+            "remove_background=never."
+        )
+
+    def session(self) -> None:
+        raise self._refuse()
+
+    def mask(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        raise self._refuse()
+
+    def __call__(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        raise self._refuse()
+
+
 @dataclass
 class GenerateResult:
     """The GLB and what the caller reports about it."""
@@ -91,7 +135,7 @@ class Pipeline:
         *,
         model_source: str = "",
         revision: str | None = None,
-        max_pixels: int | None = 40_000_000,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         exact: bool = False,
         cuda_graph: bool = False,
     ) -> None:
@@ -111,13 +155,30 @@ class Pipeline:
         }
         self._lock = threading.Lock()
 
+    @property
+    def background_removal(self) -> bool:
+        """False once `open_background_removal` found that rembg's model cannot load."""
+        return not isinstance(self.remover, UnavailableRemover)
+
+    def open_background_removal(self) -> bool:
+        """Open the rembg session now (so the first image does not pay for it). If it cannot open
+        (no model file and no network, a damaged file), keep serving without it: images that are
+        already cut out still work, the others get 503 background_removal_unavailable."""
+        try:
+            self.remover.session()
+        except ImageTo3DError as error:
+            logger.error("background removal is unavailable: %s", error.message)
+            self.remover = UnavailableRemover(error.message)  # type: ignore[assignment]
+            return False
+        return True
+
     @classmethod
     def load(
         cls,
         model: str | Path = "stabilityai/TripoSR",
         device: str | None = None,
         rembg_model_path: str | Path | None = None,
-        max_pixels: int | None = 40_000_000,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         precision: str = "auto",
     ) -> "Pipeline":
         """Load the model once onto `device` (CUDA when present) and prepare background removal.
@@ -149,7 +210,7 @@ class Pipeline:
         precision: str = "auto",
         model_source: str = "",
         revision: str | None = None,
-        max_pixels: int | None = 40_000_000,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> "Pipeline":
         """A model already on `device` -> Pipeline, with `precision`'s dtypes, extraction and (fast
         path on CUDA) CUDA graph. Pipeline.load and the Modal container's warm start share it."""
@@ -179,25 +240,39 @@ class Pipeline:
         try:
             self.generate(picture, GenerateOptions(resolution=64, remove_background="never"))
         except NoForegroundError:
-            pass  # an untrained or unusual model may see nothing in a square; the kernels are ready anyway
+            # An untrained or unusual model may see nothing in a square (no face to export); the
+            # kernels ran and the graph was captured before that, so the server can start anyway.
+            logger.info("warm-up: the model found no surface in the test square (kernels are ready)")
 
     def generate(
-        self, image: bytes | str | Path | PIL.Image.Image, options: GenerateOptions | None = None
+        self,
+        image: bytes | str | Path | PIL.Image.Image,
+        options: GenerateOptions | None = None,
+        cancelled: Cancelled = _never,
     ) -> GenerateResult:
         """Turn one image into GLB bytes; one job at a time on the device.
 
         Bytes and paths go through `load_image` (format, pixel limit, EXIF orientation); a PIL image
-        is taken as the caller prepared it (its mode is still normalised)."""
+        is taken as the caller prepared it (its mode is still normalised). `cancelled` is asked
+        before the job starts, while it waits for the device, between stages and between chunks of
+        the extraction; once it says True the job stops with JobCancelledError (the HTTP service
+        passes "the client has disconnected", so an abandoned job frees the device early)."""
         options = (options or GenerateOptions()).validate()
         timings: dict[str, float] = {}
+        _stop_if(cancelled)
         with self._stage(timings, "decode"):
             picture = image if isinstance(image, PIL.Image.Image) else load_image(image, self.max_pixels)
-        with self._lock:
-            return self._generate_locked(picture, options, timings)
+        while not self._lock.acquire(timeout=LOCK_POLL_S):
+            _stop_if(cancelled)
+        try:
+            return self._generate_locked(picture, options, timings, cancelled)
+        finally:
+            self._lock.release()
 
     def _generate_locked(
-        self, picture: PIL.Image.Image, options: GenerateOptions, timings: dict[str, float]
+        self, picture: PIL.Image.Image, options: GenerateOptions, timings: dict[str, float], cancelled: Cancelled
     ) -> GenerateResult:
+        _stop_if(cancelled)
         with self._stage(timings, "preprocess"):
             prepared = prepare_image(
                 picture,
@@ -211,6 +286,7 @@ class Pipeline:
                 with self._stage(timings, "model"):
                     images = torch.from_numpy(prepared).to(self.device)[None]
                     scene_code = self.scene_code(images)
+                _stop_if(cancelled)
                 mesh = extract_mesh(
                     self.model.field(scene_code),
                     resolution=options.resolution,
@@ -220,6 +296,7 @@ class Pipeline:
                     timings=timings,
                     sync=self._sync,
                     normals=False,  # not written to the GLB, see below
+                    check=lambda: _stop_if(cancelled),
                 )
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
@@ -227,6 +304,9 @@ class Pipeline:
                 f"The GPU ran out of memory at resolution {options.resolution}; "
                 "lower the resolution (for example 192 or 128) and try again."
             ) from error
+        _stop_if(cancelled)
+        if len(mesh.faces) == 0:  # extract_mesh refuses empty surfaces; this keeps mesh_to_glb's contract
+            raise NoForegroundError("The model found no surface in this image; try another threshold or image.")
         with self._stage(timings, "glb"):
             # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
             # extraction skips them), and the add-on shades the object smooth itself.
@@ -262,3 +342,8 @@ class Pipeline:
         finally:
             self._sync()
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _stop_if(cancelled: Cancelled) -> None:
+    if cancelled():
+        raise JobCancelledError("The client disconnected; the job was stopped.")

@@ -15,6 +15,7 @@ its resize is computed from the crop alone (`resize_framed`), a row band at a ti
 from __future__ import annotations
 
 import io
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,18 +48,32 @@ ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # Decoding
 
 
-def load_image(source: bytes | str | Path, max_pixels: int | None = 40_000_000) -> PIL.Image.Image:
+DEFAULT_MAX_PIXELS = 16_000_000  # a 12 MP phone photo fits; the model itself sees 512 x 512
+JPEG_SCALES = (2, 4, 8)  # libjpeg's DCT scaling: a JPEG over the pixel limit decodes at 1/2, 1/4 or 1/8
+DECODE_SLOTS = 2  # images decoded at once per process: each full decode holds up to 4 bytes per pixel
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
+def load_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PIL.Image.Image:
     """Decode an image fully into 8-bit RGB or RGBA, or raise an error that says what to do.
 
-    `max_pixels` is checked against the header's size before any pixel is decoded; Pillow's own
-    decompression-bomb check (`PIL.Image.MAX_IMAGE_PIXELS`) stays on as a second guard.
+    Every pixel is decoded, as upstream does, whenever the image fits `max_pixels`. A JPEG over the
+    limit (a 24 MP camera photo) is decoded at the largest reduced scale that fits (libjpeg's DCT
+    scaling, Pillow's draft mode) rather than refused; that is the one case where the model's input
+    differs from upstream's (docs/api.md, benchmarks/jpeg_draft.py). `max_pixels` is checked against
+    the size that will be decoded, from the header, before any pixel is decoded; Pillow's own
+    decompression-bomb check (`PIL.Image.MAX_IMAGE_PIXELS`) stays on as a second guard. At most
+    DECODE_SLOTS images are decoded at once, which bounds the decoding memory of a busy server.
     """
     data = _read(source)
     try:
         image: PIL.Image.Image = PIL.Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        _reduce_jpeg(image, max_pixels)
         _check_pixels(image.size, max_pixels)
-        image.load()  # decode every pixel now, so a truncated file fails here
-        image = PIL.ImageOps.exif_transpose(image)
+        with _decode_slots:
+            image.load()  # decode every pixel now, so a truncated file fails here
+            image = PIL.ImageOps.exif_transpose(image)
+            return normalise_mode(image)
     except (ImageTooLargeError, InvalidImageError):
         raise
     except PIL.Image.DecompressionBombError as error:
@@ -74,7 +89,18 @@ def load_image(source: bytes | str | Path, max_pixels: int | None = 40_000_000) 
             f"The image could not be decoded ({error}); the file is probably truncated or corrupt. "
             "Save or export it again and retry."
         ) from error
-    return normalise_mode(image)
+
+
+def _reduce_jpeg(image: PIL.Image.Image, max_pixels: int | None) -> None:
+    """Ask the JPEG decoder for the largest reduced scale that fits `max_pixels`, if the full size does not."""
+    width, height = image.size
+    if image.format != "JPEG" or max_pixels is None or width * height <= max_pixels:
+        return
+    for scale in JPEG_SCALES:
+        wanted = (math.ceil(width / scale), math.ceil(height / scale))
+        if wanted[0] * wanted[1] <= max_pixels:
+            image.draft(image.mode, wanted)
+            return
 
 
 def _read(source: bytes | str | Path) -> bytes:

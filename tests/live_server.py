@@ -10,9 +10,11 @@
     requests.get(server + "/v1/health")
 
 It runs the tiny reference model (tests/fixtures/triposr_tiny) on the CPU with a tiny ONNX
-background-removal model built into `workdir`, waits until `/v1/health` says "ready" (unless
+background-removal model built into `workdir` (or none, with `rembg_model=False`), waits until
+`/v1/health` answers 200 ("ready", or "degraded" without background removal; unless
 `wait_ready=False`), and stops the process at the end (SIGTERM, then SIGKILL after 15 s). The URL it
-yields is a plain `str`; its `log_path` attribute names the server's log file (stdout and stderr).
+yields is a plain `str`; its `log_path` attribute names the server's log file (stdout and stderr),
+its `pid` the server's process id.
 The server never sees an `IMAGE_TO_3D_TOKEN` from the caller's environment, only `token`.
 """
 
@@ -39,6 +41,7 @@ class ServerURL(str):
     """The base URL of a running test server; `log_path` is where its output goes."""
 
     log_path: Path
+    pid: int
 
 
 def free_port() -> int:
@@ -59,6 +62,7 @@ def live_server(
     extra_args: list[str] | None = None,
     env: Mapping[str, str] | None = None,
     wait_ready: bool = True,
+    rembg_model: bool = True,
     timeout: float = 120.0,
 ) -> Iterator[ServerURL]:
     """Run `image-to-3d serve` with the tiny models until the block ends; yield its base URL.
@@ -67,14 +71,16 @@ def live_server(
     flags; env adds environment variables. With wait_ready=False the URL comes as soon as the server
     answers at all (its model may still be loading).
     """
-    onnx = workdir / "tiny_u2net.onnx"
-    if not onnx.exists():
-        build_tiny_u2net(onnx)
     port = free_port()
     command = [
         sys.executable, "-m", "remote.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--model", str(TINY_MODEL), "--device", "cpu", "--rembg-model", str(onnx),
+        "--model", str(TINY_MODEL), "--device", "cpu",
     ]
+    if rembg_model:
+        onnx = workdir / "tiny_u2net.onnx"
+        if not onnx.exists():
+            build_tiny_u2net(onnx)
+        command += ["--rembg-model", str(onnx)]
     limits = {"--max-body-bytes": max_body_bytes, "--max-pixels": max_pixels, "--queue-size": queue_size}
     command += [part for flag, value in limits.items() if value is not None for part in (flag, str(value))]
     command += extra_args or []
@@ -87,6 +93,7 @@ def live_server(
     url.log_path = workdir / f"server-{port}.log"
     with open(url.log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        url.pid = process.pid
         try:
             _wait_until_up(process, url, wait_ready, timeout)
             yield url
@@ -105,11 +112,12 @@ def _wait_until_up(process: subprocess.Popen[bytes], url: ServerURL, wait_ready:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{url.log_path.read_text()}")
         try:
-            health = requests.get(url + "/v1/health", timeout=2).json()
+            answer = requests.get(url + "/v1/health", timeout=2)
+            health = answer.json()
         except requests.ConnectionError:
             health = None
         if health is not None:
-            if health["status"] == "ready" or not wait_ready:
+            if answer.status_code == 200 or not wait_ready:
                 return
             if health["status"] == "error":
                 raise RuntimeError(f"the server's model failed to load: {health.get('error')}")

@@ -219,6 +219,22 @@ def test_density_above_threshold_everywhere_says_to_raise_it(field):
         extract_mesh(field, resolution=32, threshold=1e-14)
 
 
+class _FlatField(AnalyticField):
+    """Density 1 everywhere, and a density query that refuses an empty batch as the model's does."""
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        assert len(points) > 0, "the field was queried with no points"
+        return torch.ones(len(points), device=points.device)
+
+
+@pytest.mark.parametrize("method", ["dense", "band"])
+@pytest.mark.parametrize("threshold", [1e-300, 0.001, 1e6, 1e300])
+def test_a_threshold_far_from_every_density_is_no_foreground(method, threshold):
+    """Far from every density the band holds no cell at all; that is still just "no surface"."""
+    with pytest.raises(NoForegroundError, match="threshold"):
+        extract_mesh(_FlatField(), resolution=32, threshold=threshold, method=method)
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -232,7 +232,7 @@ def test_bad_bytes_are_refused_with_a_clear_message(data, match):
 def test_pixel_limit_is_checked_from_the_header_before_decoding():
     bomb = huge_png(30000, 30000)
     assert len(bomb) < 300_000
-    with pytest.raises(ImageTooLargeError, match="900000000 pixels.*at most 40.0 MP"):
+    with pytest.raises(ImageTooLargeError, match="900000000 pixels.*at most 16.0 MP"):
         load_image(bomb)  # past Pillow's own limit too: its check answers first
     with pytest.raises(ImageTooLargeError, match="4000x3000 \\(12.0 MP\\), over the limit of 10.0 MP"):
         load_image(huge_png(4000, 3000), max_pixels=10_000_000)

@@ -103,9 +103,9 @@ def assert_error(response: requests.Response, status: int, code: str) -> dict:
     return error
 
 
-def health(url: str) -> dict:
+def health(url: str, status: int = 200) -> dict:
     response = requests.get(url + "/v1/health", timeout=5)
-    assert response.status_code == 200
+    assert response.status_code == status, response.text
     return response.json()
 
 
@@ -153,7 +153,7 @@ def server(tmp_path_factory):
 def secured(tmp_path_factory):
     with live_server(
         tmp_path_factory.mktemp("secured"), token=TOKEN,
-        max_body_bytes=SECURED_BODY_LIMIT, max_pixels=20_000_000, queue_size=0,
+        max_body_bytes=SECURED_BODY_LIMIT, max_pixels=8_000_000, queue_size=0,
     ) as url:
         yield url
 
@@ -283,7 +283,7 @@ def test_an_uploading_client_reads_the_error(server):
 
 
 # ---------------------------------------------------------------------------------------------
-# Token, limits, busy (the secured server: token, 3 MB body, 20 MP, no queue)
+# Token, limits, busy (the secured server: token, 3 MB body, 8 MP, no queue)
 
 
 def test_token_is_required_and_checked(secured):
@@ -354,9 +354,9 @@ def test_body_over_the_limit_reaches_an_urllib_client_as_413(secured):
 
 
 def test_pixel_limit_is_configurable(secured, server):
-    image = sparse_png(5000, 5000)  # 25 MP: over the secured server's 20 MP, under the default 40 MP
+    image = sparse_png(3500, 3500)  # 12 MP: over the secured server's 8 MP, under the default 16 MP
     error = assert_error(post(secured, image, token=TOKEN), 413, "image_too_large")
-    assert "20" in error["message"]
+    assert "8.0 MP" in error["message"]
     assert post(server, image, params={"resolution": 32, "remove_background": "never"}).status_code != 413
 
 
@@ -393,39 +393,47 @@ def test_health_says_loading_until_the_model_is_ready_and_loads_once(tiny_onnx):
 
     with serve_in_process(create_app(ServerSettings(token=None), pipeline_loader=loader)) as url:
         started = time.monotonic()
-        assert health(url)["status"] == "loading"
+        response = requests.get(url + "/v1/health", timeout=5)
+        assert response.status_code == 503 and response.json()["status"] == "loading"
+        assert int(response.headers["Retry-After"]) > 0
         assert time.monotonic() - started < 2  # answered while the model is still loading
         waiting = assert_error(post(url, chair()), 503, "loading")
         assert "loading" in waiting["message"]
         assert int(post(url, chair()).headers["Retry-After"]) > 0
         release.set()
         deadline = time.monotonic() + 60
-        while health(url)["status"] != "ready":
+        while requests.get(url + "/v1/health", timeout=5).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert health(url)["model"] == str(TINY_MODEL)
+        assert health(url)["status"] == "ready" and health(url)["model"] == str(TINY_MODEL)
         assert_glb(post(url, chair()))
     assert len(calls) == 1
 
 
-def test_model_that_fails_to_load_is_reported(tmp_path):
+def test_model_that_fails_to_load_is_reported(tmp_path, caplog):
+    """503 from health with a short public reason; the path and the cause only in the log."""
     missing = tmp_path / "no-such-model"
     app = create_app(ServerSettings(token=None), pipeline_loader=lambda: Pipeline.load(model=missing, device="cpu"))
-    with serve_in_process(app) as url:
-        deadline = time.monotonic() + 30
-        while (status := health(url))["status"] == "loading":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert status["status"] == "error" and str(missing) in status["error"]
-        response = post(url, chair())
-        error = assert_error(response, 500, "model_load_failed")
-        assert error["request_id"] == response.headers["X-Request-ID"]
+    with caplog.at_level(logging.INFO, logger="image_to_3d.server"):
+        with serve_in_process(app) as url:
+            deadline = time.monotonic() + 30
+            while (status := health(url, 503))["status"] == "loading":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert status["status"] == "error" and "log" in status["error"]
+            assert str(missing) not in str(status) and str(tmp_path) not in str(status)
+            response = post(url, chair())
+            error = assert_error(response, 500, "model_load_failed")
+            assert error["request_id"] == response.headers["X-Request-ID"]
+            assert str(tmp_path) not in response.text
+    assert any(str(missing) in record.getMessage() or str(missing) in str(record.exc_info)
+               for record in caplog.records)
 
 
 class BrokenPipeline(Pipeline):
     """A real pipeline with a bug of ours in it."""
 
-    def generate(self, image, options: GenerateOptions | None = None) -> GenerateResult:
+    def generate(self, image, options: GenerateOptions | None = None, cancelled=None) -> GenerateResult:
         return {}["no such key"]
 
 

@@ -1,9 +1,11 @@
 """The FastAPI application: one image in, one GLB out, and errors a client can act on.
 
 The same app runs under `image-to-3d serve` (uvicorn) and on Modal (`@modal.asgi_app`). The model
-loads in a background thread so `/v1/health` answers at once ("loading", then "ready"). One job
-runs on the device at a time, a few more may wait, and beyond that the answer is 503 with
-Retry-After. The contract is written down in docs/api.md.
+loads in a background thread so `/v1/health` answers at once (503 "loading", then 200 "ready"). One
+job runs on the device at a time, a few more may wait, and beyond that the answer is 503 with
+Retry-After. A request holds its queue slot from the first byte of its upload to the last byte of
+its answer, so the queue bounds memory too; a client that hangs up frees its slot at the job's next
+stage. The contract is written down in docs/api.md.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from importlib import metadata
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.gzip import GZipMiddleware
 
 from remote.pipeline import GenerateOptions, Pipeline
 from remote.server.errors import ApiError, install_error_handlers
 from remote.server.jobs import JobGate, PipelineHolder
-from remote.server.middleware import RequestContextMiddleware
+from remote.server.middleware import BodyLimits, RequestContextMiddleware
 from remote.server.settings import TOKEN_VARIABLE, ServerSettings
+from remote.server.transfer import (
+    ChunkedResponse,
+    DisconnectWatch,
+    NegotiatedGZipMiddleware,
+    accepts_gzip,
+    encode_answer,
+    read_body,
+)
 
 log = logging.getLogger("image_to_3d.server")
 
@@ -34,6 +43,7 @@ ACCEPTED_TYPES = ("image/png", "image/jpeg", "image/webp")
 GLB_TYPE = "model/gltf-binary"
 GZIP_MIN_BYTES = 1024  # smaller answers (health, errors) are not worth a gzip header
 DRAIN_FACTOR = 2  # before an error answer, read and drop up to this many times the body limit
+LOAD_FAILED = "The model failed to load; the server's log has the details. Fix the cause and restart the server."
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -70,7 +80,7 @@ def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:
             model=settings.model, device=settings.device, rembg_model_path=settings.rembg_model,
             max_pixels=settings.max_pixels, precision=settings.precision,
         )
-        pipeline.remover.session()
+        pipeline.open_background_removal()  # degraded, not dead, when rembg cannot load
         pipeline.warm_up()
         return pipeline
 
@@ -105,12 +115,16 @@ def create_app(
         version=service_version(),
         description="Turn one picture into a vertex-coloured 3D mesh (TripoSR). See docs/api.md.",
         lifespan=lifespan,
+        redirect_slashes=False,  # its redirect would be built from the client's Host header
     )
     app.state.holder, app.state.gate, app.state.settings = holder, gate, settings
-    app.add_middleware(RequestContextMiddleware, drain_limit=DRAIN_FACTOR * settings.max_body_bytes)
-    # gzip for clients that ask (Accept-Encoding): a GLB shrinks 2-4x. Level 1: about 180 MB/s on
-    # one core for nearly level 6's size; bodies over 128 KiB are compressed off the event loop.
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=1)
+    body_limits = BodyLimits(timeout_s=settings.body_timeout_s, min_rate=settings.body_min_rate)
+    app.add_middleware(
+        RequestContextMiddleware, drain_limit=DRAIN_FACTOR * settings.max_body_bytes, body_limits=body_limits
+    )
+    # gzip for clients that allow it, for the schema pages; the GLB answer compresses itself
+    # (transfer.py), in a worker thread, so its size is known and it can go out in chunks.
+    app.add_middleware(NegotiatedGZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=1)
     install_error_handlers(app, settings.retry_after_s)
     # Header checks run before the query is validated and before any of the body is read. The token
     # check is part of the route only when a token is configured, so the OpenAPI schema lists the
@@ -120,13 +134,21 @@ def create_app(
 
     @app.get(
         "/v1/health",
-        summary="Is the model loaded? Cheap; never loads anything.",
-        responses={200: {"description": "status is loading, ready or error"}},
+        summary="Is the service ready? Cheap; never loads anything.",
+        response_class=JSONResponse,
+        responses={
+            200: {"description": "status ready, or degraded (background removal unavailable)"},
+            503: {"description": "status loading (with Retry-After) or error (the model failed to load)"},
+        },
     )
-    async def health() -> dict[str, Any]:
-        info = holder.pipeline.info if holder.pipeline is not None else {}
+    async def health() -> JSONResponse:
+        current = holder.pipeline
+        info = current.info if current is not None else {}
+        status = holder.status
+        if current is not None and not current.background_removal:
+            status = "degraded"
         body: dict[str, Any] = {
-            "status": holder.status,
+            "status": status,
             "model": info.get("model", settings.model),
             "revision": info.get("revision"),
             "device": info.get("device", settings.device),
@@ -134,9 +156,12 @@ def create_app(
             "auth_required": settings.token is not None,
             "queue": {"active": gate.active, "limit": gate.limit},
         }
-        if holder.error:
-            body["error"] = holder.error
-        return body
+        if current is not None:
+            body["background_removal"] = "ready" if current.background_removal else "unavailable"
+        if status == "error":
+            body["error"] = LOAD_FAILED
+        headers = {"Retry-After": str(settings.retry_after_s)} if status == "loading" else None
+        return JSONResponse(body, status_code=200 if current is not None else 503, headers=headers)
 
     @app.post(
         "/v1/generate",
@@ -169,26 +194,37 @@ def create_app(
             resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
             remove_background=remove_background, target_faces=target_faces,
         ).validate()
-        _check_available(holder, gate, settings.retry_after_s)  # before taking the upload
-        body = await _read_body(request, settings.max_body_bytes)
-        current = holder.pipeline
-        assert current is not None  # _check_available saw it, and it is never unset
+        current = _available_pipeline(holder, settings.retry_after_s)
+        # The slot is taken before the upload is read and given back after the answer is sent, so
+        # (1 + queue_size) requests at most hold a body, a job or an answer in memory.
         if not gate.try_enter():
             raise _busy(settings.retry_after_s)
-        try:
-            result = await run_in_threadpool(current.generate, body, options)
-        finally:
+        watch: DisconnectWatch | None = None
+
+        def done() -> None:
             gate.leave()
+            if watch is not None:
+                watch.stop()
+
+        try:
+            body = await read_body(request.receive, settings.max_body_bytes, lambda: _too_large(settings.max_body_bytes))
+            watch = DisconnectWatch(request.receive)
+            result = await run_in_threadpool(current.generate, body, options, watch.gone)
+            del body
+            content, encoding = await run_in_threadpool(
+                encode_answer, result.glb, accepts_gzip(request.headers.get("accept-encoding", ""))
+            )
+        except BaseException:
+            done()
+            raise
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.timings.items())
-        return Response(
-            content=result.glb,
-            media_type=GLB_TYPE,
-            headers={
-                "Server-Timing": timing,
-                "X-Mesh-Vertices": str(result.vertex_count),
-                "X-Mesh-Faces": str(result.face_count),
-            },
-        )
+        headers = {
+            "Server-Timing": timing,
+            "X-Mesh-Vertices": str(result.vertex_count),
+            "X-Mesh-Faces": str(result.face_count),
+            **encoding,
+        }
+        return ChunkedResponse(content, GLB_TYPE, headers, on_done=done)
 
     return app
 
@@ -201,9 +237,13 @@ def _token_check(token: str) -> Callable[..., Awaitable[None]]:
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(scheme)
     ) -> None:
         challenge = {"WWW-Authenticate": "Bearer"}
-        if "authorization" not in request.headers:
+        sent = request.headers.getlist("authorization")
+        if not sent:
             raise ApiError(401, "unauthorized",
                            "This server needs an access token: send 'Authorization: Bearer <token>'.", challenge)
+        if len(sent) > 1:  # which one counts would depend on the proxy in between: refuse both
+            raise ApiError(401, "unauthorized",
+                           "Send exactly one Authorization header ('Authorization: Bearer <token>').", challenge)
         given = credentials.credentials.encode() if credentials is not None else b""
         if not hmac.compare_digest(given, expected):
             raise ApiError(401, "unauthorized",
@@ -239,30 +279,19 @@ def _size_check(limit: int) -> Callable[[Request], Awaitable[None]]:
     return check_declared_size
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, counted while it streams: a chunked or lying client is stopped at `limit` bytes."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _busy(retry_after_s: int) -> ApiError:
     return ApiError(503, "busy", "The server is busy with other requests; retry shortly.",
                     {"Retry-After": str(retry_after_s)})
 
 
-def _check_available(holder: PipelineHolder, gate: JobGate, retry_after_s: int) -> None:
-    if holder.pipeline is None:
-        if holder.error:
-            raise ApiError(500, "model_load_failed", f"The model failed to load: {holder.error}")
-        raise ApiError(503, "loading", "The model is still loading (the GPU is warming up); retry shortly.",
-                       {"Retry-After": str(retry_after_s)})
-    if gate.full:
-        raise _busy(retry_after_s)
+def _available_pipeline(holder: PipelineHolder, retry_after_s: int) -> Pipeline:
+    """The loaded pipeline, or the error that says why there is none (yet)."""
+    if holder.pipeline is not None:
+        return holder.pipeline
+    if holder.error:
+        raise ApiError(500, "model_load_failed", LOAD_FAILED)
+    raise ApiError(503, "loading", "The model is still loading (the GPU is warming up); retry shortly.",
+                   {"Retry-After": str(retry_after_s)})
 
 
 def _generate_responses() -> dict[int | str, dict[str, Any]]:
@@ -283,11 +312,13 @@ def _generate_responses() -> dict[int | str, dict[str, Any]]:
     for status, text in {
         400: "Not an image, corrupt or truncated, or no object found (invalid_image, no_foreground)",
         401: "Missing or wrong bearer token (unauthorized)",
+        408: "The request body did not arrive in time (body_timeout)",
         413: "Body over the byte limit or image over the pixel limit (body_too_large, image_too_large)",
         415: "Content-Type is not image/png, image/jpeg or image/webp (unsupported_media_type)",
         422: "An option is out of range (invalid_option)",
         500: "Our bug; the body carries the request id (internal_error, model_load_failed)",
-        503: "Busy, model still loading, or GPU out of memory; see Retry-After (busy, loading, gpu_out_of_memory)",
+        503: "Busy, model still loading, or GPU out of memory; see Retry-After (busy, loading, gpu_out_of_memory); "
+             "or background removal unavailable on this server (background_removal_unavailable, no Retry-After)",
     }.items():
         responses[status] = {"description": text, "content": error}
     retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}

@@ -33,11 +33,24 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     add_model_arguments(serve)
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 20000000)")
-    serve.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 40000000)")
+    serve.add_argument("--max-pixels", type=int,
+                       help="largest decoded image, width x height (default 16000000; big JPEGs decode reduced)")
     serve.add_argument("--queue-size", type=int,
                        help="requests that may wait while one runs; more get 503 busy (default 4)")
     serve.add_argument("--retry-after", type=int, dest="retry_after_s",
                        help="seconds a 503 answer tells the client to wait (default 5)")
+    serve.add_argument("--header-timeout", type=float, dest="header_timeout_s",
+                       help="seconds for a request's line and headers to arrive (default 10)")
+    serve.add_argument("--body-timeout", type=float, dest="body_timeout_s",
+                       help="seconds for a whole request body to arrive (default 60)")
+    serve.add_argument("--body-min-rate", type=int,
+                       help="bytes per second a body must average after 5 s; 0: no minimum (default 50000)")
+    serve.add_argument("--send-timeout", type=float, dest="send_timeout_s",
+                       help="seconds a client may read nothing of its answer before it is dropped (default 30)")
+    serve.add_argument("--keep-alive-timeout", type=float, dest="keep_alive_s",
+                       help="seconds an idle connection stays open between requests (default 5)")
+    serve.add_argument("--max-connections", type=int,
+                       help="open connections; beyond this a request gets 503 busy (default 256)")
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     # None marks "not given" so the environment applies (add_model_arguments has its own defaults).
     serve.set_defaults(run=run_serve, model=None, device=None, rembg_model=None, exact=None)
@@ -54,6 +67,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         "max_pixels": args.max_pixels,
         "queue_size": args.queue_size,
         "retry_after_s": args.retry_after_s,
+        "header_timeout_s": args.header_timeout_s,
+        "body_timeout_s": args.body_timeout_s,
+        "body_min_rate": args.body_min_rate,
+        "send_timeout_s": args.send_timeout_s,
+        "keep_alive_s": args.keep_alive_s,
+        "max_connections": args.max_connections,
     })
 
 
@@ -71,6 +90,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from remote.server.app import create_app
+    from remote.server.connections import raise_file_limit, uvicorn_config
 
     settings = settings_from_args(args)
     if settings.token is None and not is_loopback(args.host):
@@ -87,7 +107,8 @@ def run_serve(args: argparse.Namespace) -> int:
             auth += "; plain HTTP sends it readable on the network, so put TLS in front of this port"
     else:
         auth = f"no token ({TOKEN_VARIABLE} unset): listening on loopback only"
-    print(f"image-to-3d serving on http://{args.host}:{args.port} ({auth}); model {settings.model}", flush=True)
-    # access_log off: the app logs one line per request itself, with its request id.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    files = raise_file_limit(settings.max_connections)
+    print(f"image-to-3d serving on http://{args.host}:{args.port} ({auth}); model {settings.model}; "
+          f"up to {settings.max_connections} connections (open-file limit {files})", flush=True)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, args.host, args.port, args.log_level)).run()
     return 0

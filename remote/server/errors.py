@@ -53,8 +53,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def pipeline_error(request: Request, error: ImageTo3DError) -> JSONResponse:
         request_id = request_id_of(request)
         headers = None
-        if error.status == 503:  # e.g. GPU out of memory: a retry (or a lower resolution) may work
-            headers = {"Retry-After": str(retry_after_s)}
+        if error.status == 503 and error.code != "background_removal_unavailable":
+            headers = {"Retry-After": str(retry_after_s)}  # e.g. GPU out of memory: a retry may work
         if error.status >= 500:
             log.error("request %s: %s (%s)", request_id, error.code, error.message)
         return error_response(error.status, error.code, error.message, request_id, headers)

@@ -43,7 +43,7 @@ class PipelineHolder:
             pipeline = self._loader()
         except Exception as error:  # reported by /v1/health and /v1/generate; the server keeps answering
             self.error = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
-            log.exception("the model failed to load")
+            log.exception("the model failed to load: %s", self.error)
             return
         self.pipeline = pipeline
         log.info("model ready: %s", pipeline.info)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from remote.errors import ImageTo3DError
+from remote.preprocess import DEFAULT_MAX_PIXELS
 
 TOKEN_VARIABLE = "IMAGE_TO_3D_TOKEN"
 DEFAULT_MODEL = "stabilityai/TripoSR"
@@ -27,6 +28,12 @@ ENVIRONMENT = {
     "max_pixels": "IMAGE_TO_3D_MAX_PIXELS",
     "queue_size": "IMAGE_TO_3D_QUEUE_SIZE",
     "retry_after_s": "IMAGE_TO_3D_RETRY_AFTER",
+    "header_timeout_s": "IMAGE_TO_3D_HEADER_TIMEOUT",
+    "body_timeout_s": "IMAGE_TO_3D_BODY_TIMEOUT",
+    "body_min_rate": "IMAGE_TO_3D_BODY_MIN_RATE",
+    "send_timeout_s": "IMAGE_TO_3D_SEND_TIMEOUT",
+    "keep_alive_s": "IMAGE_TO_3D_KEEP_ALIVE",
+    "max_connections": "IMAGE_TO_3D_MAX_CONNECTIONS",
 }
 
 
@@ -39,6 +46,16 @@ class SettingsError(ImageTo3DError):
 
 def _env_text(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds (got {value!r}); fix or unset it.") from None
 
 
 def _env_int(name: str, default: int) -> int:
@@ -62,16 +79,28 @@ class ServerSettings:
     precision: str = field(default_factory=lambda: _env_text(ENVIRONMENT["precision"], "auto") or "auto")
     token: str | None = field(default_factory=lambda: _env_text(TOKEN_VARIABLE), repr=False)
     max_body_bytes: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_body_bytes"], 20_000_000))
-    max_pixels: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_pixels"], 40_000_000))
+    max_pixels: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_pixels"], DEFAULT_MAX_PIXELS))
     queue_size: int = field(default_factory=lambda: _env_int(ENVIRONMENT["queue_size"], 4))
     retry_after_s: int = field(default_factory=lambda: _env_int(ENVIRONMENT["retry_after_s"], 5))
+    # Connection deadlines (docs/api.md, "Deadlines"): a client cannot hold a connection, a queue
+    # slot or its memory for longer than these allow.
+    header_timeout_s: float = field(default_factory=lambda: _env_float(ENVIRONMENT["header_timeout_s"], 10.0))
+    body_timeout_s: float = field(default_factory=lambda: _env_float(ENVIRONMENT["body_timeout_s"], 60.0))
+    body_min_rate: int = field(default_factory=lambda: _env_int(ENVIRONMENT["body_min_rate"], 50_000))
+    send_timeout_s: float = field(default_factory=lambda: _env_float(ENVIRONMENT["send_timeout_s"], 30.0))
+    keep_alive_s: float = field(default_factory=lambda: _env_float(ENVIRONMENT["keep_alive_s"], 5.0))
+    max_connections: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_connections"], 256))
 
     def __post_init__(self) -> None:
         if self.token is not None:
             self.token = self.token.strip() or None
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
-        minimums = {"max_body_bytes": 1, "max_pixels": 1, "queue_size": 0, "retry_after_s": 1}
+        minimums = {
+            "max_body_bytes": 1, "max_pixels": 1, "queue_size": 0, "retry_after_s": 1, "header_timeout_s": 0.1,
+            "body_timeout_s": 0.1, "body_min_rate": 0, "send_timeout_s": 0.1, "keep_alive_s": 0.1,
+            "max_connections": 2,
+        }
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if value < minimum:

@@ -26,7 +26,7 @@ from remote.pipeline import GenerateOptions, Pipeline
 from remote.server.errors import ApiError, install_error_handlers
 from remote.server.jobs import JobGate, PipelineHolder
 from remote.server.middleware import RequestContextMiddleware
-from remote.server.settings import TOKEN_VARIABLE, ServerSettings
+from remote.server.settings import TOKEN_VARIABLE, ServerSettings, running_on_modal
 
 log = logging.getLogger("image_to_3d.server")
 
@@ -88,6 +88,8 @@ def create_app(
     A given pipeline keeps its own pixel limit; the loaders here pass `settings.max_pixels`.
     """
     settings = settings or ServerSettings()
+    if running_on_modal():  # every path that serves on Modal comes through here
+        settings.require_token("on Modal")
     if pipeline is not None and pipeline_loader is not None:
         raise ValueError("create_app takes a pipeline or a pipeline_loader, not both")
     if pipeline is None and pipeline_loader is None:
@@ -105,6 +107,8 @@ def create_app(
         version=service_version(),
         description="Turn one picture into a vertex-coloured 3D mesh (TripoSR). See docs/api.md.",
         lifespan=lifespan,
+        # With a token the server is meant for one client; strangers get no map of the API.
+        **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.token else {}),
     )
     app.state.holder, app.state.gate, app.state.settings = holder, gate, settings
     app.add_middleware(RequestContextMiddleware, drain_limit=DRAIN_FACTOR * settings.max_body_bytes)

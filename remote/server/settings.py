@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from remote.errors import ImageTo3DError
 
 TOKEN_VARIABLE = "IMAGE_TO_3D_TOKEN"
+MIN_TOKEN_LENGTH = 16  # characters after stripping whitespace; the docs' command makes 43
+MAKE_TOKEN = "openssl rand -hex 32"  # prints 64 hex characters wherever openssl is (Linux, macOS, Git Bash)
 DEFAULT_MODEL = "stabilityai/TripoSR"
 PRECISIONS = ("auto", "fast", "float32")
 
@@ -35,6 +37,11 @@ class SettingsError(ImageTo3DError):
 
     code = "invalid_setting"
     status = 500
+
+
+def running_on_modal() -> bool:
+    """True inside a Modal container (Modal sets MODAL_IS_REMOTE=1 there)."""
+    return os.environ.get("MODAL_IS_REMOTE") == "1"
 
 
 def _env_text(name: str, default: str | None = None) -> str | None:
@@ -79,6 +86,20 @@ class ServerSettings:
                     f"{name} must be at least {minimum} (got {value}); check the `serve` flag or "
                     f"{ENVIRONMENT[name]}."
                 )
+
+    def require_token(self, where: str) -> None:
+        """Refuse to serve `where` (e.g. "on Modal", "on 0.0.0.0") without a token of at least
+        MIN_TOKEN_LENGTH characters: there anyone who finds the address could use the GPU."""
+        token = self.token or ""
+        if len(token) >= MIN_TOKEN_LENGTH:
+            return
+        problem = (f"{TOKEN_VARIABLE} is not set (or only whitespace)" if not token
+                   else f"{TOKEN_VARIABLE} is only {len(token)} characters long")
+        raise SettingsError(
+            f"Refusing to serve {where}: {problem}, and anyone who can reach the server could use "
+            f"it. Set {TOKEN_VARIABLE} to a secret of at least {MIN_TOKEN_LENGTH} characters, e.g. "
+            f"the output of `{MAKE_TOKEN}` (docs/deploy.md shows how to store it)."
+        )
 
     @classmethod
     def with_overrides(cls, overrides: Mapping[str, object]) -> "ServerSettings":

@@ -1,6 +1,7 @@
 """Per-request plumbing, as one plain ASGI middleware around the app:
 
-- a request id, in the `X-Request-ID` header of every response and in the log line of the request;
+- a request id, in the `X-Request-ID` header of every response and in the log line of the request
+  (with the stage times of a generate, from its Server-Timing header; never a header of the request);
 - an error of ours (an exception nothing else handled) becomes a JSON 500 that carries the id,
   logged once with its traceback;
 - before an error answer, the unread rest of the request body is read and thrown away (up to
@@ -74,11 +75,13 @@ class RequestContextMiddleware:
         body = _Body(receive, Headers(scope=scope))
         start = time.perf_counter()
         status = 0
+        stages = ""  # the answer's Server-Timing: the pipeline's stage times, for the log line
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, stages
             if message["type"] == "http.response.start":
                 status = message["status"]
+                stages = Headers(raw=message["headers"]).get("server-timing", "")
                 if status >= 400:
                     await body.drain(self.drain_limit)
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
@@ -98,6 +101,6 @@ class RequestContextMiddleware:
             await response(scope, body.receive, send_with_id)
         finally:
             log.info(
-                "%s %s %s %d %.0f ms", request_id, scope["method"], scope["path"], status,
-                (time.perf_counter() - start) * 1000,
+                "%s %s %s %d %.0f ms%s", request_id, scope["method"], scope["path"], status,
+                (time.perf_counter() - start) * 1000, f" stages {stages}" if stages else "",
             )

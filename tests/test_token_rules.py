@@ -127,3 +127,24 @@ def test_api_docs_are_off_with_a_token_and_on_without() -> None:
             assert requests.get(secured + path, timeout=5).status_code == 404, path
             assert requests.get(open_ + path, timeout=5).status_code == 200, path
         assert requests.get(secured + "/v1/health", timeout=5).json()["auth_required"] is True
+
+
+def test_the_documented_token_command_makes_a_token_and_its_check_catches_an_empty_one() -> None:
+    import shutil
+
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not on PATH")
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    make, check = (next(line for line in text.splitlines() if line.startswith(start))
+                   for start in ("TOKEN=$(", "[ ${#TOKEN}"))
+    assert make.split("$(", 1)[1].rstrip(")") == MAKE_TOKEN  # the command the server's error names
+    assert make.split(" #")[0].strip() in (ROOT / "README.md").read_text()
+
+    made = subprocess.run(["bash", "-c", f"{make}\n{check}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    empty = subprocess.run(["bash", "-c", f"TOKEN=$(true)\n{check}"], capture_output=True, text=True, timeout=30)
+
+    token = made.stdout.split("token: ", 1)[1].strip()
+    assert len(token) == 64 and int(token, 16) >= 0
+    ServerSettings(token=token).require_token("on Modal")
+    assert empty.stdout.startswith("error: no token was made")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from remote.errors import ImageTo3DError
 
 TOKEN_VARIABLE = "IMAGE_TO_3D_TOKEN"
-MIN_TOKEN_LENGTH = 16  # characters after stripping whitespace; the docs' command makes 43
-MAKE_TOKEN = "openssl rand -hex 32"  # prints 64 hex characters wherever openssl is (Linux, macOS, Git Bash)
+MIN_TOKEN_LENGTH = 16  # characters after stripping whitespace; MAKE_TOKEN makes 64
+# Prints 64 hex characters wherever the project runs (uv brings its own Python); docs/deploy.md.
+MAKE_TOKEN = "uv run python -c 'import secrets; print(secrets.token_hex(32))'"
 DEFAULT_MODEL = "stabilityai/TripoSR"
 PRECISIONS = ("auto", "fast", "float32")
 

@@ -203,7 +203,10 @@ class Service:
             revision=TRIPOSR_REVISION, max_pixels=settings.max_pixels, precision=settings.precision,
             times=self.times,
         )
-        cache_volume.commit()  # the Triton kernel compiled by the warm-up, for the next container
+        try:  # the Triton kernel compiled by the warm-up, for the next container; only a speed-up
+            cache_volume.commit()
+        except Exception:
+            logging.getLogger("image_to_3d.modal").warning("could not commit the kernel cache", exc_info=True)
         return pipeline
 
     @modal.method()

@@ -413,6 +413,8 @@ def test_the_requirements_file_is_what_uv_exports_from_the_lock() -> None:
 
 
 def test_onnxruntimes_cuda_provider_finds_its_libraries_or_the_build_stops() -> None:
+    import subprocess
+
     import torch
 
     commands = _commands()
@@ -421,12 +423,19 @@ def test_onnxruntimes_cuda_provider_finds_its_libraries_or_the_build_stops() -> 
     library_path = f"ENV LD_LIBRARY_PATH={modal_app.CUDA_LIBRARY_PATH}"
 
     assert install < commands.index(library_path) < check
-    assert "ldd" in commands[check] and "! ldd $p | grep 'not found'" in commands[check]
+    assert "! ldd $p | grep 'not found' | grep -v 'libcuda.so.1 '" in commands[check]
     # The folders are where the locked CUDA wheels put their libraries (seen in this environment).
     site_packages = Path(torch.__file__).parent.parent
     folders = [Path(f.replace(modal_app.SITE_PACKAGES, str(site_packages)))
                for f in modal_app.CUDA_LIBRARY_PATH.split(":")]
     assert (folders[0] / "libcublasLt.so.13").exists() and (folders[1] / "libcudnn.so.9").exists()
+    # The check itself, on ldd-like output: a missing library stops the build, the driver does not.
+    line = commands[check].removeprefix("RUN ").split(" && ", 2)[2].replace("$p", "")
+    missing = "\tlibcurand.so.10 => not found\n\tlibcuda.so.1 => not found\n"
+    for output, passes in ((missing, False), ("\tlibcuda.so.1 => not found\n", True)):
+        run = subprocess.run(["bash", "-c", line.replace("ldd ", f"printf '{output}' ", 1)],
+                             capture_output=True, text=True, timeout=30)
+        assert (run.returncode == 0) is passes, output
 
 
 def test_torchmcubes_is_built_from_a_pinned_commit_patched_to_cxx20_for_every_gpu() -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from remote.pipeline import GenerateResult, Pipeline
+    from remote.triposr.model import TripoSR
 
 APP_NAME = "image-to-3d"
 SECRET_NAME = "image-to-3d"  # a modal.Secret holding TOKEN_ENV; created once (docs/deploy.md)
@@ -173,7 +174,7 @@ class Service:
 
         self.times = warm_start.StartupTimes()
         warm_start.import_heavy_modules(self.times)
-        self.cpu_model = warm_start.load_on_cpu(MODEL_DIR, self.times)
+        self.cpu_model: TripoSR | None = warm_start.load_on_cpu(MODEL_DIR, self.times)
         self.pipeline: Pipeline | None = self._finish_on_gpu() if GPU_SNAPSHOT else None
 
     @modal.enter(snap=False)

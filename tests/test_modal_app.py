@@ -460,21 +460,52 @@ def test_torchmcubes_is_built_from_a_pinned_commit_patched_to_cxx20_for_every_gp
     assert any(c.startswith("RUN apt-get install") and " git" in c for c in commands)
 
 
-def test_the_patch_script_raises_the_standard_and_refuses_an_unexpected_file(tmp_path: Path) -> None:
+HELPER_MATH = """// lerp
+inline __device__ __host__ float lerp(float a, float b, float t) {
+    return a + t * (b - a);
+}
+inline __device__ __host__ float2 lerp(float2 a, float2 b, float t) {}
+inline __device__ __host__ float3 lerp(float3 a, float3 b, float t) {}
+inline __device__ __host__ float4 lerp(float4 a, float4 b, float t) {}
+"""
+
+
+def _torchmcubes_tree(root: Path, helper_math: str = HELPER_MATH) -> Path:
+    """The two files the patch touches, laid out as at torchmcubes' commit 3381600."""
+    (root / "cxx").mkdir(parents=True)
+    (root / "CMakeLists.txt").write_text("set(CMAKE_CUDA_STANDARD 17)\nproject(x)\nset(CMAKE_CXX_STANDARD 17)\n")
+    (root / "cxx" / "helper_math.h").write_text(helper_math)
+    (root / "cxx" / "mcubes_cuda.cu").write_text('#include "helper_math.h"\nfloat x = fminf(1.0f, 2.0f);\n')
+    return root
+
+
+def _patch(source: Path) -> Any:
     import subprocess
 
     script = REPO_ROOT / "scripts" / modal_app.PATCH_SCRIPT
-    source = tmp_path / "torchmcubes"
-    source.mkdir()
-    upstream = "set(CMAKE_CUDA_STANDARD 17)\nproject(x)\nset(CMAKE_CXX_STANDARD 17)\n"
-    (source / "CMakeLists.txt").write_text(upstream)
+    return subprocess.run(["bash", str(script), str(source)], capture_output=True, text=True, timeout=30)
 
-    patched = subprocess.run(["bash", str(script), str(source)], capture_output=True, text=True, timeout=30)
+
+def test_the_patch_script_makes_the_source_cxx20_and_refuses_an_unexpected_one(tmp_path: Path) -> None:
+    source = _torchmcubes_tree(tmp_path / "torchmcubes")
+
+    patched = _patch(source)
 
     assert patched.returncode == 0, patched.stderr
-    assert (source / "CMakeLists.txt").read_text() == upstream.replace("17", "20")
-    again = subprocess.run(["bash", str(script), str(source)], capture_output=True, text=True, timeout=30)
+    assert (source / "CMakeLists.txt").read_text().count("_STANDARD 20)") == 2
+    helper = (source / "cxx" / "helper_math.h").read_text()
+    assert helper.count(" helper_lerp(") == 4 and " lerp(" not in helper  # no clash with C++20's std::lerp
+    again = _patch(source)
     assert again.returncode == 1 and "expected one 'set(CMAKE_CXX_STANDARD 17)'" in again.stderr
+
+
+def test_the_patch_script_refuses_when_something_calls_helper_maths_lerp(tmp_path: Path) -> None:
+    source = _torchmcubes_tree(tmp_path / "torchmcubes")
+    (source / "cxx" / "grid_interp_cuda.cu").write_text("float y = lerp(0.f, 1.f, .5f);\n")
+
+    refused = _patch(source)
+
+    assert refused.returncode == 1 and "calls lerp" in refused.stderr
 
 
 def test_the_gpu_class_has_a_method_for_the_front_and_modal_run() -> None:

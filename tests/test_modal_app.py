@@ -174,9 +174,18 @@ def _closure(function: Any) -> dict[str, Any]:
 
 
 def _service_definition() -> dict[str, Any]:
-    """The keyword values `@app.cls` and `@modal.concurrent` gave the class's service function."""
+    """The keyword values `@app.cls` gave the GPU class's service function."""
     function = _raw(modal_app.Service)._class_service_function
     return _closure(function._load)
+
+
+def _front_definition() -> dict[str, Any]:
+    """The keyword values `@app.function` and `@modal.concurrent` gave the CPU front."""
+    return _closure(_raw(modal_app.web)._load)
+
+
+def _secret_scope(secret: object) -> dict[str, Any]:
+    return _closure(_raw(secret)._load)
 
 
 def _image_layers(image: object) -> list[dict[str, Any]]:
@@ -221,39 +230,69 @@ def _documented_settings() -> dict[str, str]:
     return rows
 
 
-def test_the_app_has_one_gpu_class_with_the_documented_settings() -> None:
+def test_the_gpu_class_has_the_documented_settings_and_at_most_one_container() -> None:
     documented = _documented_settings()
     definition = _service_definition()
 
-    assert definition["gpu"] == documented["gpu"] == "A10G"
+    assert definition["gpu"] == modal_app.GPUS and modal_app.GPUS[0] == "A10G"
+    assert documented["gpu"] == ", ".join(modal_app.GPUS)
+    assert definition["max_containers"] == int(documented["max_containers"]) == 1
     assert definition["timeout"] == int(documented["timeout"])
     assert definition["startup_timeout"] == int(documented["startup_timeout"])
     assert definition["scaledown_window"] == int(documented["scaledown_window"])
-    assert definition["max_concurrent_inputs"] == int(documented["max_inputs"]) > 1
     assert definition["cpu"] == float(documented["cpu"])
     assert definition["memory"] == int(documented["memory"])
+    assert definition["max_concurrent_inputs"] in (None, 0, 1)  # one job at a time on the GPU
+    assert definition["webhook_config"] is None  # nothing reaches the GPU over HTTP directly
     assert modal_app.app.name == "image-to-3d"
 
 
-def test_the_token_comes_from_the_documented_secret() -> None:
+def test_the_front_is_a_cpu_function_serving_the_api_with_bearer_auth() -> None:
+    from modal_proto import api_pb2
+
     documented = _documented_settings()
-    secrets = _service_definition()["secrets"]
+    front = _front_definition()
 
-    assert isinstance(secrets, list) and len(secrets) == 1
-    scope = _closure(_raw(secrets[0])._load)
-    assert scope["name"] == documented["secret"] == modal_app.SECRET_NAME
-    assert scope["required_keys"] == ["IMAGE_TO_3D_TOKEN"]
+    assert front["gpu"] is None
+    assert front["max_containers"] == int(documented["front max_containers"]) == 1
+    assert front["cpu"] == float(documented["front cpu"]) and front["memory"] == int(documented["front memory"])
+    assert front["scaledown_window"] == int(documented["front scaledown_window"])
+    assert front["enable_memory_snapshot"] is True
+    webhook = front["webhook_config"]
+    assert webhook.type == api_pb2.WEBHOOK_TYPE_ASGI_APP
+    assert webhook.requires_proxy_auth is False  # the add-on's Bearer token, checked by the front
+    assert documented["auth"] == "bearer token, checked by the CPU front"
 
 
-def test_weights_are_in_the_image_not_a_volume() -> None:
+def test_both_parts_require_the_token_secret() -> None:
+    documented = _documented_settings()
+
+    for definition in (_service_definition(), _front_definition()):
+        named = [scope for scope in map(_secret_scope, definition["secrets"]) if "name" in scope]
+        assert len(named) == 1
+        assert named[0]["name"] == documented["secret"] == modal_app.SECRET_NAME
+        assert named[0]["required_keys"] == ["IMAGE_TO_3D_TOKEN"]
+
+
+def test_weights_are_in_the_image_and_the_volume_holds_only_the_kernel_cache() -> None:
     documented = _documented_settings()
     function = _raw(modal_app.Service)._class_service_function
 
-    assert documented["volume"] == "none"
-    assert function._spec.volumes == {}
+    assert list(function._spec.volumes) == [modal_app.CACHE_DIR]
+    volume = _closure(_raw(function._spec.volumes[modal_app.CACHE_DIR])._load)
+    assert volume["name"] == documented["volume"] == "image-to-3d-cache"
+    assert f"ENV TRITON_CACHE_DIR={modal_app.CACHE_DIR}/triton" in _commands()
     assert documented["weights folder"] == modal_app.WEIGHTS_DIR
     download = f"python -m remote.weights_cache {modal_app.WEIGHTS_DIR}"
     assert f"RUN PYTHONPATH={modal_app.BUILD_SRC_DIR} {download}" in _commands()
+
+
+def test_the_weights_layer_comes_before_the_packages() -> None:
+    commands = _commands()
+    download = next(i for i, c in enumerate(commands) if "remote.weights_cache" in c)
+    packages = next(i for i, c in enumerate(commands) if "uv pip install" in c)
+
+    assert download < packages  # a dependency bump keeps the 1.7 GB layer
 
 
 def test_the_container_paths_are_where_weights_cache_puts_the_files() -> None:
@@ -305,54 +344,180 @@ def test_the_image_starts_from_a_cuda_devel_base_matching_torch() -> None:
     assert "RUN ln -s /usr/local/bin/python3 /usr/local/bin/python" in _commands()  # add_python's layer
 
 
-def test_the_image_installs_exactly_pyprojects_pins_with_onnxruntime_gpu() -> None:
+def _lock_closure(lock: dict[str, Any], roots: list[tuple[str, tuple[str, ...]]]) -> dict[str, str]:
+    """name -> version of every package that `roots` (name, extras) pull in, markers ignored."""
+    packages = {package["name"]: package for package in lock["package"]}
+    found: dict[str, str] = {}
+    pending = list(roots)
+    while pending:
+        name, extras = pending.pop()
+        package = packages[name]
+        edges = list(package.get("dependencies", []))
+        for extra in extras:
+            edges += package.get("optional-dependencies", {}).get(extra, [])
+        if name not in found:
+            found[name] = package["version"]
+        for edge in edges:
+            if edge["name"] not in found or edge.get("extra"):
+                pending.append((edge["name"], tuple(edge.get("extra", ()))))
+    return found
+
+
+def _requirement_pins(text: str) -> dict[str, str]:
+    pins = {}
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#", "-")):
+            name, version = line.split(" ", 1)[0].split("==")
+            pins[name] = version
+    return pins
+
+
+def test_the_image_installs_exactly_uv_locks_packages_with_onnxruntimes_gpu_build() -> None:
     import tomllib
 
-    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    install = next(c for c in _commands() if "uv pip install" in c and "torch==" in c)
-    installed = set(install.split("--compile-bytecode", 1)[1].split())
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    project = next(p for p in lock["package"] if p["name"] == "image-to-3d")
+    roots = [(d["name"], tuple(d.get("extra", ()))) for d in project["dependencies"]]
+    for group in ("modal-gpu", "modal-build"):
+        roots += [(d["name"], tuple(d.get("extra", ()))) for d in project["dev-dependencies"][group]]
+    expected = _lock_closure(lock, roots)
+    del expected["onnxruntime"]  # the CPU build; onnxruntime-gpu provides the same module
 
-    gpu_runtime = _documented_settings()["onnxruntime"]
-    assert gpu_runtime.startswith("onnxruntime-gpu==")
-    assert installed == {pin for pin in pins if not pin.startswith("onnxruntime==")} | {gpu_runtime}
-    assert not any(pin.startswith("onnxruntime==") for pin in installed)
+    pins = _requirement_pins(modal_app.REQUIREMENTS.read_text())
+
+    assert pins == expected
+    assert {"onnxruntime-gpu", "nvidia-curand", "torch"} <= set(pins) and "onnxruntime" not in pins
+    assert all(" \\" in line for line in modal_app.REQUIREMENTS.read_text().splitlines()
+               if "==" in line and not line.startswith("#"))  # every pin carries its hashes
+    install = next(c for c in _commands() if "uv pip install" in c)
+    assert "--no-deps --require-hashes" in install and "--requirements /.uv/0/modal_requirements.txt" in install
     copy_uv = next(c for c in _commands() if c.startswith("COPY --from=ghcr.io/astral-sh/uv"))
     assert f"/uv:{modal_app.UV_VERSION} " in copy_uv
 
 
-def test_unpinned_dependencies_are_refused(tmp_path: Path) -> None:
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\nname = "x"\ndependencies = ["torch==2.15.0", "numpy>=1.26"]\n')
+def test_the_requirements_file_is_what_uv_exports_from_the_lock() -> None:
+    import shutil
+    import subprocess
 
-    with pytest.raises(ValueError, match="numpy>=1.26.*not pinned"):
-        modal_app.pinned_requirements(pyproject)
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    script = (REPO_ROOT / "scripts" / "export_modal_requirements.sh").read_text()
+    command = script.split("uv export", 1)[1].split(">/dev/null", 1)[0].replace("\\\n", " ")
+    arguments = [part for part in command.split() if part not in ("--output-file", "remote/modal_requirements.txt")]
+
+    exported = subprocess.run([uv, "export", *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=120, check=True).stdout
+
+    assert exported == modal_app.REQUIREMENTS.read_text(), "run scripts/export_modal_requirements.sh"
 
 
-def test_torchmcubes_is_built_from_a_pinned_commit_with_cuda_for_the_a10g() -> None:
+def test_onnxruntimes_cuda_provider_finds_its_libraries_or_the_build_stops() -> None:
+    import subprocess
+
+    import torch
+
     commands = _commands()
-    build = next(c for c in commands if "torchmcubes.git@" in c)
-    commit = build.split("torchmcubes.git@", 1)[1].split("'", 1)[0]
+    install = next(i for i, c in enumerate(commands) if "uv pip install" in c)
+    check = next(i for i, c in enumerate(commands) if "libonnxruntime_providers_cuda.so" in c)
+    library_path = f"ENV LD_LIBRARY_PATH={modal_app.CUDA_LIBRARY_PATH}"
 
-    assert len(commit) == 40 and all(ch in "0123456789abcdef" for ch in commit)
-    assert commit == _documented_settings()["torchmcubes"]
-    assert "--no-build-isolation" in build and "--no-deps" in build  # against the pinned torch, not a new one
-    assert "ENV TORCH_CUDA_ARCH_LIST=8.6" in commands and "ENV CUDAARCHS=86" in commands
-    assert commands.index("ENV TORCH_CUDA_ARCH_LIST=8.6") < commands.index(build)
+    assert install < commands.index(library_path) < check
+    assert "! ldd $p | grep 'not found' | grep -v 'libcuda.so.1 '" in commands[check]
+    # The folders are where the locked CUDA wheels put their libraries (seen in this environment).
+    site_packages = Path(torch.__file__).parent.parent
+    folders = [Path(f.replace(modal_app.SITE_PACKAGES, str(site_packages)))
+               for f in modal_app.CUDA_LIBRARY_PATH.split(":")]
+    assert (folders[0] / "libcublasLt.so.13").exists() and (folders[1] / "libcudnn.so.9").exists()
+    # The check itself, on ldd-like output: a missing library stops the build, the driver does not.
+    line = commands[check].removeprefix("RUN ").split(" && ", 2)[2].replace("$p", "")
+    missing = "\tlibcurand.so.10 => not found\n\tlibcuda.so.1 => not found\n"
+    for output, passes in ((missing, False), ("\tlibcuda.so.1 => not found\n", True)):
+        run = subprocess.run(["bash", "-c", line.replace("ldd ", f"printf '{output}' ", 1)],
+                             capture_output=True, text=True, timeout=30)
+        assert (run.returncode == 0) is passes, output
+
+
+def test_torchmcubes_is_built_from_a_pinned_commit_patched_to_cxx20_for_every_gpu() -> None:
+    import shlex
+
+    commands = _commands()
+    clone = next(c for c in commands if "git clone" in c and "torchmcubes" in c)
+    commit = clone.split("checkout ", 1)[1].split()[0]
+    patch = next(c for c in commands if modal_app.PATCH_SCRIPT in c and c.startswith("RUN"))
+    build = next(c for c in commands if "pip install --no-build-isolation" in c)
+
+    assert len(commit) == 40 and commit == _documented_settings()["torchmcubes"] == modal_app.TORCHMCUBES_COMMIT
+    assert commands.index(clone) < commands.index(patch) < commands.index(build)
+    assert "--no-deps" in build  # against the locked torch, not a new one
+    archs = {modal_app.CUDA_ARCHS[gpu] for gpu in modal_app.GPUS}
+    quote = shlex.quote  # how Modal writes ENV values
+    assert f"ENV TORCH_CUDA_ARCH_LIST={quote(';'.join(sorted(archs)))}" in commands
+    assert f"ENV CUDAARCHS={quote(';'.join(sorted(a.replace('.', '') for a in archs)))}" in commands
+    assert "8.6" in archs  # the A10G
     check = commands[commands.index(build) + 1]
     assert "mcubes_cuda" in check and "assert" in check  # the build fails if the CUDA kernels are missing
     assert any(c.startswith("RUN apt-get install") and " git" in c for c in commands)
 
 
-def test_the_class_serves_the_asgi_app_and_a_method_for_modal_run() -> None:
+HELPER_MATH = """// lerp
+inline __device__ __host__ float lerp(float a, float b, float t) {
+    return a + t * (b - a);
+}
+inline __device__ __host__ float2 lerp(float2 a, float2 b, float t) {}
+inline __device__ __host__ float3 lerp(float3 a, float3 b, float t) {}
+inline __device__ __host__ float4 lerp(float4 a, float4 b, float t) {}
+"""
+
+
+def _torchmcubes_tree(root: Path, helper_math: str = HELPER_MATH) -> Path:
+    """The two files the patch touches, laid out as at torchmcubes' commit 3381600."""
+    (root / "cxx").mkdir(parents=True)
+    (root / "CMakeLists.txt").write_text("set(CMAKE_CUDA_STANDARD 17)\nproject(x)\nset(CMAKE_CXX_STANDARD 17)\n")
+    (root / "cxx" / "helper_math.h").write_text(helper_math)
+    (root / "cxx" / "mcubes_cuda.cu").write_text('#include "helper_math.h"\nfloat x = fminf(1.0f, 2.0f);\n')
+    return root
+
+
+def _patch(source: Path) -> Any:
+    import subprocess
+
+    script = REPO_ROOT / "scripts" / modal_app.PATCH_SCRIPT
+    return subprocess.run(["bash", str(script), str(source)], capture_output=True, text=True, timeout=30)
+
+
+def test_the_patch_script_makes_the_source_cxx20_and_refuses_an_unexpected_one(tmp_path: Path) -> None:
+    source = _torchmcubes_tree(tmp_path / "torchmcubes")
+
+    patched = _patch(source)
+
+    assert patched.returncode == 0, patched.stderr
+    assert (source / "CMakeLists.txt").read_text().count("_STANDARD 20)") == 2
+    helper = (source / "cxx" / "helper_math.h").read_text()
+    assert helper.count(" helper_lerp(") == 4 and " lerp(" not in helper  # no clash with C++20's std::lerp
+    again = _patch(source)
+    assert again.returncode == 1 and "expected one 'set(CMAKE_CXX_STANDARD 17)'" in again.stderr
+
+
+def test_the_patch_script_refuses_when_something_calls_helper_maths_lerp(tmp_path: Path) -> None:
+    source = _torchmcubes_tree(tmp_path / "torchmcubes")
+    (source / "cxx" / "grid_interp_cuda.cu").write_text("float y = lerp(0.f, 1.f, .5f);\n")
+
+    refused = _patch(source)
+
+    assert refused.returncode == 1 and "calls lerp" in refused.stderr
+
+
+def test_the_gpu_class_has_a_method_for_the_front_and_modal_run() -> None:
     from modal._partial_function import _PartialFunctionFlags
 
     partials = _raw(modal_app.Service)._method_partials
 
-    assert "WEBHOOK_TYPE_ASGI_APP" in str(partials["web"].params.webhook_config)
+    assert set(partials) == {"generate"}
     assert partials["generate"].flags & _PartialFunctionFlags.CALLABLE_INTERFACE
 
 
-def test_memory_snapshot_splits_loading_into_cpu_before_and_gpu_after() -> None:
+def test_memory_snapshot_splits_loading_into_before_and_after() -> None:
     from modal._partial_function import _PartialFunctionFlags
 
     documented = _documented_settings()
@@ -362,8 +527,41 @@ def test_memory_snapshot_splits_loading_into_cpu_before_and_gpu_after() -> None:
     assert definition["enable_memory_snapshot"] is True and documented["enable_memory_snapshot"] == "True"
     assert "enable_gpu_snapshot" not in definition["experimental_options"]
     assert documented["enable_gpu_snapshot"] == "False"
-    assert _raw(user_cls.__dict__["load_on_cpu"]).flags & _PartialFunctionFlags.ENTER_PRE_SNAPSHOT
-    assert _raw(user_cls.__dict__["start_on_gpu"]).flags & _PartialFunctionFlags.ENTER_POST_SNAPSHOT
+    assert _raw(user_cls.__dict__["load_before_snapshot"]).flags & _PartialFunctionFlags.ENTER_PRE_SNAPSHOT
+    assert _raw(user_cls.__dict__["start_after_restore"]).flags & _PartialFunctionFlags.ENTER_POST_SNAPSHOT
+
+
+def test_the_gpu_snapshot_can_be_tried_with_one_variable() -> None:
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import remote.modal_app as m\n"
+        "from modal._utils.async_utils import synchronizer\n"
+        "f = synchronizer._translate_in(m.Service)._class_service_function._load\n"
+        "scope = dict(zip(f.__code__.co_freevars, (c.cell_contents for c in f.__closure__)))\n"
+        "print(scope['experimental_options'], len(scope['secrets']), m.GPU_SNAPSHOT)\n"
+    )
+    env = {**os.environ, modal_app.GPU_SNAPSHOT_ENV: "1"}
+
+    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=180)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "{'enable_gpu_snapshot': 'True'} 2 True"
+
+
+def test_a_container_whose_model_fails_to_load_stops_instead_of_serving() -> None:
+    from remote import warm_start
+
+    user_cls = _raw(modal_app.Service)._user_cls
+    start = _raw(user_cls.__dict__["start_after_restore"]).raw_f
+    container = user_cls.__new__(user_cls)
+    container.pipeline, container.cpu_model, container.times = None, None, warm_start.StartupTimes()
+
+    with pytest.raises(RuntimeError, match="the snapshot holds no model"):
+        start(container)
 
 
 def test_modal_run_takes_input_and_output_paths() -> None:

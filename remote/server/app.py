@@ -27,7 +27,7 @@ from remote.pipeline import GenerateOptions, Pipeline
 from remote.server.errors import ApiError, install_error_handlers
 from remote.server.jobs import JobGate, PipelineHolder
 from remote.server.middleware import BodyLimits, RequestContextMiddleware
-from remote.server.settings import TOKEN_VARIABLE, ServerSettings
+from remote.server.settings import TOKEN_VARIABLE, ServerSettings, running_on_modal
 from remote.server.transfer import (
     ChunkedResponse,
     DisconnectWatch,
@@ -98,6 +98,8 @@ def create_app(
     A given pipeline keeps its own pixel limit; the loaders here pass `settings.max_pixels`.
     """
     settings = settings or ServerSettings()
+    if running_on_modal():  # every path that serves on Modal comes through here
+        settings.require_token("on Modal")
     if pipeline is not None and pipeline_loader is not None:
         raise ValueError("create_app takes a pipeline or a pipeline_loader, not both")
     if pipeline is None and pipeline_loader is None:
@@ -116,6 +118,8 @@ def create_app(
         description="Turn one picture into a vertex-coloured 3D mesh (TripoSR). See docs/api.md.",
         lifespan=lifespan,
         redirect_slashes=False,  # its redirect would be built from the client's Host header
+        # With a token the server is meant for one client; strangers get no map of the API.
+        **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.token else {}),
     )
     app.state.holder, app.state.gate, app.state.settings = holder, gate, settings
     body_limits = BodyLimits(timeout_s=settings.body_timeout_s, min_rate=settings.body_min_rate)

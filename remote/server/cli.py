@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import sys
 
-from remote.server.settings import TOKEN_VARIABLE, ServerSettings
+from remote.server.settings import MIN_TOKEN_LENGTH, TOKEN_VARIABLE, ServerSettings, SettingsError, running_on_modal
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -26,8 +26,8 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "serve",
         help="run the HTTP API the Blender add-on talks to",
         description=f"Run the HTTP API (docs/api.md). Without {TOKEN_VARIABLE} set it listens on "
-        "127.0.0.1 only; set the token to listen on other addresses. Flags override the "
-        "IMAGE_TO_3D_* environment variables.",
+        f"127.0.0.1 only; set the token (at least {MIN_TOKEN_LENGTH} characters) to listen on other "
+        "addresses. Flags override the IMAGE_TO_3D_* environment variables.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
@@ -93,17 +93,20 @@ def run_serve(args: argparse.Namespace) -> int:
     from remote.server.connections import raise_file_limit, uvicorn_config
 
     settings = settings_from_args(args)
-    if settings.token is None and not is_loopback(args.host):
-        print(
-            f"error: refusing to listen on {args.host} without an access token: anyone who can reach it "
-            f"could use this machine. Set {TOKEN_VARIABLE} to a secret, or use --host 127.0.0.1.",
-            file=sys.stderr,
-        )
+    exposed = not is_loopback(args.host)
+    try:
+        if running_on_modal():
+            settings.require_token("on Modal")
+        elif exposed:
+            settings.require_token(f"on {args.host}")
+    except SettingsError as error:
+        hint = "" if running_on_modal() else " Or listen on loopback only: --host 127.0.0.1."
+        print(f"error: {error.message}{hint}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.token:
         auth = f"token required ({TOKEN_VARIABLE} is set)"
-        if not is_loopback(args.host):
+        if exposed:
             auth += "; plain HTTP sends it readable on the network, so put TLS in front of this port"
     else:
         auth = f"no token ({TOKEN_VARIABLE} unset): listening on loopback only"

@@ -1,7 +1,8 @@
 """Per-request plumbing, as one plain ASGI middleware around the app:
 
 - a request id, in the `X-Request-ID` header of every response and in the log line of the request
-  (the client's own `X-Request-ID` when it sends a short, plain one, so both logs share it);
+  (the client's own `X-Request-ID` when it sends a short, plain one, so both logs share it), with
+  the stage times of a generate from its Server-Timing header;
 - deadlines for the request body: after a grace period it must arrive at `body_min_rate` bytes per
   second on average, and all of it within `body_timeout_s`; a late body is answered 408
   `body_timeout`. They are here, not in the server, so that they hold on Modal too;
@@ -130,6 +131,7 @@ class RequestContextMiddleware:
         body = _Body(receive, headers, self.body_limits)
         start = time.perf_counter()
         status = 0
+        stages = ""  # the answer's Server-Timing: the pipeline's stage times, for the log line
         finished = False  # the last byte of the answer was handed to the server
         left_early = False  # the client disconnected before that
 
@@ -141,9 +143,10 @@ class RequestContextMiddleware:
             return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, finished
+            nonlocal status, finished, stages
             if message["type"] == "http.response.start":
                 status = message["status"]
+                stages = Headers(raw=message["headers"]).get("server-timing", "")
                 if status >= 400:
                     await body.drain(self.drain_limit)
                 response_headers = MutableHeaders(scope=message)
@@ -181,6 +184,6 @@ class RequestContextMiddleware:
             if left_early or scope["state"].get("client_stopped_reading"):
                 status = CLIENT_CLOSED_REQUEST
             log.info(
-                "%s %s %s %d %.0f ms", request_id, scope["method"], scope["path"], status,
-                (time.perf_counter() - start) * 1000,
+                "%s %s %s %d %.0f ms%s", request_id, scope["method"], scope["path"], status,
+                (time.perf_counter() - start) * 1000, f" stages {stages}" if stages else "",
             )

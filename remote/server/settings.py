@@ -15,6 +15,9 @@ from remote.errors import ImageTo3DError
 from remote.preprocess import DEFAULT_MAX_PIXELS
 
 TOKEN_VARIABLE = "IMAGE_TO_3D_TOKEN"
+MIN_TOKEN_LENGTH = 16  # characters after stripping whitespace; MAKE_TOKEN makes 64
+# Prints 64 hex characters wherever the project runs (uv brings its own Python); docs/deploy.md.
+MAKE_TOKEN = "uv run python -c 'import secrets; print(secrets.token_hex(32))'"
 DEFAULT_MODEL = "stabilityai/TripoSR"
 PRECISIONS = ("auto", "fast", "float32")
 
@@ -42,6 +45,11 @@ class SettingsError(ImageTo3DError):
 
     code = "invalid_setting"
     status = 500
+
+
+def running_on_modal() -> bool:
+    """True inside a Modal container (Modal sets MODAL_IS_REMOTE=1 there)."""
+    return os.environ.get("MODAL_IS_REMOTE") == "1"
 
 
 def _env_text(name: str, default: str | None = None) -> str | None:
@@ -108,6 +116,20 @@ class ServerSettings:
                     f"{name} must be at least {minimum} (got {value}); check the `serve` flag or "
                     f"{ENVIRONMENT[name]}."
                 )
+
+    def require_token(self, where: str) -> None:
+        """Refuse to serve `where` (e.g. "on Modal", "on 0.0.0.0") without a token of at least
+        MIN_TOKEN_LENGTH characters: there anyone who finds the address could use the GPU."""
+        token = self.token or ""
+        if len(token) >= MIN_TOKEN_LENGTH:
+            return
+        problem = (f"{TOKEN_VARIABLE} is not set (or only whitespace)" if not token
+                   else f"{TOKEN_VARIABLE} is only {len(token)} characters long")
+        raise SettingsError(
+            f"Refusing to serve {where}: {problem}, and anyone who can reach the server could use "
+            f"it. Set {TOKEN_VARIABLE} to a secret of at least {MIN_TOKEN_LENGTH} characters, e.g. "
+            f"the output of `{MAKE_TOKEN}` (docs/deploy.md shows how to store it)."
+        )
 
     @classmethod
     def with_overrides(cls, overrides: Mapping[str, object]) -> "ServerSettings":

@@ -20,6 +20,7 @@ from .client import Cancelled, Client, ClientError, ConnectionReport, GenerateRe
 from .image_source import NoImageError, SourceImage, find_source
 from .importer import import_glb
 from .preferences import get_preferences
+from .properties import request_options
 
 Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
 IMPORTING = "importing"
@@ -63,7 +64,7 @@ class GenerateJob:
     def from_context(cls, context: bpy.types.Context) -> GenerateJob:
         """Read everything the request needs now; raises ClientError or NoImageError."""
         client = make_client(context)
-        return cls(client, find_source(context), context.scene.image_to_3d.request_options())
+        return cls(client, find_source(context), request_options(context.scene.image_to_3d))
 
     def run(self) -> None:
         """The request itself (worker thread, or the caller's thread in execute): no bpy here."""

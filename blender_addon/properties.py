@@ -1,4 +1,8 @@
-"""Per-scene settings (`scene.image_to_3d`): the input image and the generation options."""
+"""Per-scene settings (`scene.image_to_3d`): the input image and the generation options.
+
+The property groups hold properties only: Blender 4.2 crashes on exit (code 139) once a
+registered PropertyGroup has a method of its own, so helpers are module functions.
+"""
 
 from __future__ import annotations
 
@@ -47,11 +51,13 @@ class ImageTo3DSettings(bpy.types.PropertyGroup):
         min=0,
         max=10_000_000,
     )
-    def request_options(self) -> dict[str, object]:
-        """The query options of POST /v1/generate (docs/api.md)."""
-        return {
-            "resolution": self.resolution,
-            "foreground_ratio": round(self.foreground_ratio, 4),
-            "remove_background": self.remove_background,
-            "target_faces": self.target_faces or None,
-        }
+
+
+def request_options(settings: ImageTo3DSettings) -> dict[str, object]:
+    """The query options of POST /v1/generate (docs/api.md)."""
+    return {
+        "resolution": settings.resolution,
+        "foreground_ratio": round(settings.foreground_ratio, 4),
+        "remove_background": settings.remove_background,
+        "target_faces": settings.target_faces or None,
+    }

@@ -94,6 +94,7 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     run = subprocess.run([BLENDER_PYTHON, str(SCRIPT), str(tmp_path / "config.json")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert (tmp_path / "report.json").exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == 0, f"Blender exited with {run.returncode}:\n" + run.stderr[-3000:]  # 139: crash on exit
     report = json.loads((tmp_path / "report.json").read_text())
     report["stdout"] = run.stdout  # Blender prints operator reports (INFO too) there in background mode
     assert report["enabled"], report

@@ -18,8 +18,7 @@ import bpy  # noqa: E402
 
 from . import history_ui, operators, panel, preferences, properties  # noqa: E402
 
-_register_classes, _unregister_classes = bpy.utils.register_classes_factory(
-    (
+CLASSES = (
         preferences.ImageTo3DPreferences,
         properties.ImageTo3DSettings,
         properties.ImageTo3DHistoryEntry,
@@ -32,41 +31,42 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(
         panel.IMAGE_TO_3D_UL_history,
         panel.VIEW3D_PT_image_to_3d,
         panel.VIEW3D_PT_image_to_3d_history,
-    )
 )
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+_STATE = {"active": False}  # False: another install of this add-on (extension or legacy) holds the names
 
 
 def register() -> None:
+    if hasattr(bpy.types.Scene, "image_to_3d"):
+        print("Image to 3D is already enabled from its other install (extension or legacy); this one stays "
+              "idle until that one is disabled. Keep one of them.")
+        return
     _register_classes()
     setattr(bpy.types.Scene, "image_to_3d", bpy.props.PointerProperty(type=properties.ImageTo3DSettings))
     setattr(bpy.types.WindowManager, "image_to_3d_history", bpy.props.PointerProperty(type=properties.ImageTo3DHistory))
     history_ui.register()
-    if not _menu_entries():  # installed both ways at once: the first one enabled keeps the entry
-        bpy.types.VIEW3D_MT_add.append(operators.menu_entry)  # type: ignore[arg-type]
+    bpy.types.VIEW3D_MT_add.append(operators.menu_entry)  # type: ignore[arg-type]
+    _STATE["active"] = True
 
 
 def unregister() -> None:
+    if not _STATE["active"]:
+        return
     operators.cancel_running_job()
-    if operators.menu_entry in _menu_entries():
-        bpy.types.VIEW3D_MT_add.remove(operators.menu_entry)  # type: ignore[arg-type]
-        _hand_menu_entry_on()
+    bpy.types.VIEW3D_MT_add.remove(operators.menu_entry)  # type: ignore[arg-type]
     history_ui.unregister()
     delattr(bpy.types.WindowManager, "image_to_3d_history")
     delattr(bpy.types.Scene, "image_to_3d")
     _unregister_classes()
+    _STATE["active"] = False
+    _hand_over()
 
 
-def _menu_entries() -> list[object]:
-    """This add-on's entries in the Add menu, whichever install (extension or legacy) added them."""
-    draw_functions: list[object] = getattr(bpy.types.VIEW3D_MT_add, "_dyn_ui_initialize", lambda: [])()
-    return [f for f in draw_functions if getattr(f, "__qualname__", "") == "menu_entry"
-            and str(getattr(f, "__module__", "")).endswith("image_to_3d.operators")]
-
-
-def _hand_menu_entry_on() -> None:
-    """If the add-on's other install is still enabled, its entry takes the place of ours."""
-    for name, module in list(sys.modules.items()):
-        if name.endswith("image_to_3d.operators") and module is not operators and hasattr(module, "menu_entry"):
-            if name.removesuffix(".operators") in bpy.context.preferences.addons:
-                bpy.types.VIEW3D_MT_add.append(module.menu_entry)
-                return
+def _hand_over() -> None:
+    """With both installs enabled, the idle one takes over when the active one is disabled, so
+    there is always exactly one set of operators, panels and Add-menu entry."""
+    for name in bpy.context.preferences.addons.keys():
+        module = sys.modules.get(name)
+        if name != __name__ and name.endswith("image_to_3d") and module is not None and hasattr(module, "_STATE"):
+            module.register()
+            return

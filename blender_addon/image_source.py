@@ -199,7 +199,8 @@ def _from_file(choice: SourceChoice, path: str, image: bpy.types.Image | None) -
     except RuntimeError as error:
         raise unreadable from error
     try:
-        if not loaded.has_data and 0 in tuple(loaded.size):
+        size = cast(Sequence[int], loaded.size)
+        if not loaded.has_data and 0 in (int(size[0]), int(size[1])):
             raise unreadable
         return _from_pixels(choice, loaded)
     finally:

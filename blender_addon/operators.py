@@ -85,7 +85,7 @@ class GenerateJob:
             self.sent = self.source.encoded()
             self.result = self.client.generate(self.sent, self.options, progress=progress, cancel=self.cancel)
         except ClientError as error:
-            self.error = panel_words(error.message)
+            self.error = error.message  # put in the panel's words on the main thread (RNA is read there)
         except Exception as error:  # a bug must still end the job rather than leave the UI waiting
             self.error = f"Unexpected error in the Image to 3D add-on: {error!r}"
         finally:
@@ -197,7 +197,7 @@ def _finish_job(context: bpy.types.Context, batch: Batch, job: GenerateJob) -> N
     if job.error is not None or job.result is None:
         if isinstance(job.error, str) and job.error == Cancelled().message:
             return
-        message = job.error or "The server sent no mesh."
+        message = panel_words(job.error) if job.error else "The server sent no mesh."
         batch.failures.append(f"{name}: {message}" if batch.several else message)
         return
     job.stage = IMPORTING

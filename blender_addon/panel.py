@@ -89,7 +89,6 @@ class VIEW3D_PT_image_to_3d_history(bpy.types.Panel):
     bl_region_type = "UI"
     bl_category = "Image to 3D"
     bl_parent_id = "VIEW3D_PT_image_to_3d"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

@@ -19,6 +19,7 @@ class VIEW3D_PT_image_to_3d(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Image to 3D"
+    bl_ui_units_x = 15  # its width as a popover (wm.call_panel), wide enough for the option labels
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

@@ -195,7 +195,7 @@ def _finish_job(context: bpy.types.Context, batch: Batch, job: GenerateJob) -> N
     """Import the finished job's mesh (main thread) as one undo step, or note its error."""
     name = job.source.name
     if job.error is not None or job.result is None:
-        if isinstance(job.error, str) and job.error == Cancelled().message:
+        if job.error == Cancelled().message:
             return
         message = panel_words(job.error) if job.error else "The server sent no mesh."
         batch.failures.append(f"{name}: {message}" if batch.several else message)
@@ -204,7 +204,8 @@ def _finish_job(context: bpy.types.Context, batch: Batch, job: GenerateJob) -> N
     try:
         obj = import_glb(context, job.result.glb, name, _placement(context, batch, job.source))
     except Exception as error:
-        batch.failures.append(f"{'' if not batch.several else name + ': '}Could not import the mesh the server sent: {error}")
+        message = f"Could not import the mesh the server sent: {error}"
+        batch.failures.append(f"{name}: {message}" if batch.several else message)
         return
     if batch.several:
         _into_batch_collection(context, batch, obj)

@@ -12,7 +12,7 @@ allocations (tracemalloc, which numpy reports to) for each.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import statistics
 import sys
 import time
@@ -28,9 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_addon() -> types.ModuleType:
     """The add-on registered from its folder, as Blender would load a legacy install."""
-    package = types.ModuleType("image_to_3d")
-    package.__path__ = [str(ROOT / "blender_addon")]
-    sys.modules["image_to_3d"] = package
     init = importlib.util.spec_from_file_location("image_to_3d", ROOT / "blender_addon" / "__init__.py",
                                                   submodule_search_locations=[str(ROOT / "blender_addon")])
     module = importlib.util.module_from_spec(init)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import requests
 import trimesh
+from PIL import Image
 
 from conftest import BLENDER_PYTHON, EXAMPLES
 from live_server import ROOT, free_port, live_server
@@ -82,10 +83,12 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     garbage.write_bytes(b"this is no picture" * 20)
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(CHAIR.read_bytes()[:33] + b"\x00" * 400)  # a PNG signature and header, then nothing valid
+    large = tmp_path / "large.jpg"  # larger than 1024 px, far under the upload limit
+    Image.open(CHAIR).convert("RGB").resize((1500, 1200)).save(large, quality=90)
     config = {
         "zip": str(addon_zip), "install": install, "endpoint": endpoint, "token": TOKEN,
         "down_endpoint": f"http://127.0.0.1:{free_port()}", "image": str(CHAIR), "garbage": str(garbage),
-        "corrupt": str(corrupt), "workdir": str(tmp_path), "scenarios": scenarios, "edge_glbs": edge_glbs(tmp_path),
+        "corrupt": str(corrupt), "large_file": str(large), "workdir": str(tmp_path), "scenarios": scenarios, "edge_glbs": edge_glbs(tmp_path),
         "output": str(tmp_path / "report.json"),
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -271,7 +274,7 @@ def test_legacy_install(tmp_path, addon_zip, server, chair_vertices):
 
 def test_inputs_large_movie_sequence_render_result(tmp_path, addon_zip, server):
     report = run_blender(tmp_path, addon_zip, server, [
-        "oversized", "movie", "sequence", "render_result", "panel_words", "target_faces_clamped"])
+        "oversized", "large_file", "movie", "sequence", "render_result", "panel_words", "target_faces_clamped"])
     scenarios = report["scenarios"]
 
     big = scenarios["oversized"]  # 3000x2400 painted: shrunk to 1000x800 PNG in the worker thread
@@ -281,6 +284,10 @@ def test_inputs_large_movie_sequence_render_result(tmp_path, addon_zip, server):
     assert big["worker_threads"] == ["image-to-3d generate"]
     assert big["sent_sizes"] == [[1000, 800]] and big["sent_types"] == ["89504e470d0a1a0a"]
     assert big["statuses"][0] == "image 'BigPainting'" and big["stages"][0] in ("preparing the image", "uploading")
+
+    large = scenarios["large_file"]  # a file under 10 MB goes as it is: no pixels copied on the main thread
+    assert large["result"] == ["FINISHED"] and large["sent_sizes"] == [[1500, 1200]]
+    assert large["sent_types"] == [(tmp_path / "large.jpg").read_bytes()[:8].hex()]
 
     assert report["movie_image"][1] == "MOVIE" and report["movie_name"] == ["clip"]  # no frame range in names
     assert_unchanged(scenarios["movie"], "is a movie", "Image > Save As")

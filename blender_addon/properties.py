@@ -9,7 +9,7 @@ itself is the cache folder (history.py); this list is only its copy for the pane
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 # The server's target_faces range (remote/server/app.py's query bounds), 0 meaning "keep all".
 TARGET_FACES_MIN = 100
@@ -98,7 +98,6 @@ class ImageTo3DHistoryEntry(bpy.types.PropertyGroup):
 class ImageTo3DHistory(bpy.types.PropertyGroup):
     entries: bpy.props.CollectionProperty(type=ImageTo3DHistoryEntry)  # type: ignore[valid-type]
     index: IntProperty(name="Result", default=0)  # type: ignore[valid-type]
-    show: BoolProperty(name="History", default=False)  # type: ignore[valid-type]
 
 
 def request_options(settings: ImageTo3DSettings) -> dict[str, object]:

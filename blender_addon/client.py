@@ -12,6 +12,7 @@ import gzip
 import http.client
 import ipaddress
 import json
+import re
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ CHUNK = 64 * 1024
 MAX_RETRY_WAIT_S = 10.0
 HEALTH_TIMEOUT_S = 60.0  # a cold Modal container may hold the first request this long
 RETRYABLE_503 = ("busy", "loading", "")  # "" : a proxy or gateway's 503 without our JSON body
+DEFAULT_MAX_BODY_BYTES = 20_000_000  # the server's upload limit unless started with --max-body-bytes
 
 
 class ClientError(Exception):
@@ -249,11 +251,18 @@ class Client:
         backoff = 1.0
         while True:
             _check(cancel)
-            status, headers, body = self._request(
-                "POST", f"/v1/generate?{query}", body=_Upload(image, report, cancel),
-                timeout=max(1.0, deadline - time.monotonic()), cancel=cancel, progress=report,
-                headers={"Content-Type": content_type, "Content-Length": str(len(image))},
-            )
+            upload = _Upload(image, report, cancel)
+            try:
+                status, headers, body = self._request(
+                    "POST", f"/v1/generate?{query}", body=upload,
+                    timeout=max(1.0, deadline - time.monotonic()), cancel=cancel, progress=report,
+                    headers={"Content-Type": content_type, "Content-Length": str(len(image))},
+                )
+            except ClientError as error:
+                if not upload.finished and _connection_dropped(error.__cause__):
+                    # The server answered (413) and closed while we were still sending.
+                    raise ClientError(_too_large_text(self._body_limit(len(image), content_type))) from error
+                raise
             _check(cancel)
             if status == 200:
                 return GenerateResult(
@@ -265,6 +274,8 @@ class Client:
                     transfer_bytes=_int_or_none(headers.get("Content-Length")),
                 )
             code = _error_payload(body).get("code", "")
+            if status == 413 and code in ("body_too_large", ""):
+                raise ClientError(_too_large_text(_limit_in(body)))
             if status != 503 or code not in RETRYABLE_503:
                 raise ClientError(self._error_text(status, headers, body))
             report(WARMING_UP if code == "loading" else WAITING, None)
@@ -330,6 +341,18 @@ class Client:
         finally:
             finished.set()
 
+    def _body_limit(self, size: int, content_type: str) -> int | None:
+        """The server's upload limit, asked without uploading: the size is declared and nothing
+        sent (with Expect: 100-continue, so the server answers at once); None if it does not say."""
+        try:
+            status, _, body = self._request(
+                "POST", "/v1/generate", body=b"", timeout=10.0,
+                headers={"Content-Type": content_type, "Content-Length": str(size), "Expect": "100-continue"},
+            )
+        except ClientError:
+            return None
+        return _limit_in(body) if status == 413 else None
+
     def _timeout_error(self, timeout: float) -> ClientError:
         return ClientError(
             f"No answer from {self.endpoint} within {timeout:.0f} s; raise the timeout in the add-on "
@@ -368,6 +391,7 @@ class _Upload:
         self.data = data
         self.progress = progress
         self.cancel = cancel
+        self.finished = False
 
     def __iter__(self) -> Iterator[bytes]:
         view = memoryview(self.data)
@@ -376,6 +400,7 @@ class _Upload:
             _check(self.cancel)
             self.progress(UPLOADING, start / total)
             yield bytes(view[start : start + CHUNK])
+        self.finished = True
         self.progress(GENERATING, None)
 
 
@@ -393,6 +418,30 @@ def _read(response: Any, cancel: threading.Event | None, progress: Progress | No
             return b"".join(chunks)
         chunks.append(chunk)
         size += len(chunk)
+
+
+UPLOAD_REFUSED = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+def _connection_dropped(error: BaseException | None) -> bool:
+    """A pipe broken or reset by the server (directly, or as urllib's URLError reason)."""
+    if isinstance(error, urllib.error.URLError):
+        error = error.reason if isinstance(error.reason, BaseException) else None
+    return isinstance(error, UPLOAD_REFUSED)
+
+
+def _limit_in(body: bytes) -> int | None:
+    """The byte limit a 413 body states ("... over the server's limit of 20,000,000 bytes ...")."""
+    match = re.search(r"limit of ([\d,]+) bytes", str(_error_payload(body).get("message") or ""))
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def _too_large_text(limit: int | None) -> str:
+    where = f"limit {limit / 1e6:g} MB" if limit else f"limit unknown; {DEFAULT_MAX_BODY_BYTES / 1e6:g} MB by default"
+    return (
+        f"The image is too large for the server ({where}). Use a smaller image, or raise the server's "
+        "limit (image-to-3d serve --max-body-bytes)."
+    )
 
 
 def _decoded(body: bytes, headers: Any) -> bytes:

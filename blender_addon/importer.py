@@ -1,4 +1,9 @@
-"""GLB bytes -> one mesh object at the 3D cursor, or nothing at all.
+"""GLB bytes -> one mesh object placed at a point (the 3D cursor by default), or nothing at all.
+
+Placement: Euler XYZ rotation (the importer's quaternion mode is replaced), the origin moved to
+the bottom centre ("stand on the point", the default) or the bounding-box centre, rotated like
+the 3D cursor when the user preference "Align New Objects: 3D Cursor" is set, and optionally
+scaled to a real-world height in metres (by the scene's unit scale).
 
 Blender's glTF importer may add more than the mesh (a parent empty, a collection for the glTF
 scene, extra materials or images); everything it created besides our object, its mesh and its
@@ -13,6 +18,8 @@ import tempfile
 from typing import Any
 
 import bpy
+import numpy as np
+from mathutils import Matrix, Vector
 
 # Data-block kinds the importer can create, in an order that is safe to remove them in.
 TRACKED = ("objects", "collections", "meshes", "materials", "node_groups", "textures", "images", "actions")
@@ -47,8 +54,19 @@ def _import_options() -> dict[str, object]:
     return {name: value for name, value in IMPORT_OPTIONS.items() if name in available}
 
 
-def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.Object:
-    """Import `glb` as one object named `name`, at the 3D cursor, selected and active."""
+class Placement:
+    """Where and how the object goes: `at` (None: the 3D cursor), BASE or CENTER, height in metres (0: as made)."""
+
+    def __init__(self, mode: str = "BASE", height_m: float = 0.0, at: Vector | None = None) -> None:
+        self.mode = mode
+        self.height_m = height_m
+        self.at = at
+
+
+def import_glb(
+    context: bpy.types.Context, glb: bytes, name: str, placement: Placement | None = None
+) -> bpy.types.Object:
+    """Import `glb` as one object named `name`, placed by `placement`, selected and active."""
     before = _snapshot()
     previous_active = context.view_layer.objects.active
     previous_selection = [o for o in _view_layer_objects(context) if o.select_get()]
@@ -64,7 +82,7 @@ def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.O
         if len(meshes) != 1:
             raise RuntimeError(f"Expected one mesh in the server's answer, found {len(meshes)}.")
         obj = meshes[0]
-        _finish_object(context, obj, name)
+        _finish_object(context, obj, name, placement or Placement())
         keep = {obj.as_pointer(), obj.data.as_pointer()}
         keep |= {slot.material.as_pointer() for slot in obj.material_slots if slot.material}
         keep |= {image.as_pointer() for image in _images_used(obj)}
@@ -73,6 +91,7 @@ def import_glb(context: bpy.types.Context, glb: bytes, name: str) -> bpy.types.O
             other.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
+        context.view_layer.update()  # matrix_world and dimensions as placed, for the caller
         return obj
     except BaseException:
         _remove(_created_since(before))
@@ -91,8 +110,8 @@ def _view_layer_objects(context: bpy.types.Context) -> list[bpy.types.Object]:
     return [o for o in context.view_layer.objects if o is not None]
 
 
-def _finish_object(context: bpy.types.Context, obj: bpy.types.Object, name: str) -> None:
-    """Unparented, in the active collection, at the cursor, smooth, named after the image."""
+def _finish_object(context: bpy.types.Context, obj: bpy.types.Object, name: str, placement: Placement) -> None:
+    """Unparented, in the active collection, placed, smooth, named after the image."""
     world = obj.matrix_world.copy()
     obj.parent = None
     obj.matrix_world = world
@@ -101,10 +120,36 @@ def _finish_object(context: bpy.types.Context, obj: bpy.types.Object, name: str)
     context.collection.objects.link(obj)
     obj.name = name
     obj.data.name = name
-    obj.location = context.scene.cursor.location
+    place(context, obj, placement)
     obj.data.shade_smooth()
     material = ensure_vertex_color_material(obj)
     material.name = name
+
+
+def place(context: bpy.types.Context, obj: bpy.types.Object, placement: Placement) -> None:
+    """Origin at the mesh's bottom centre (or centre), Euler XYZ, scaled and moved to the point."""
+    mesh = obj.data
+    world = obj.matrix_world.copy()
+    mesh.transform(world)  # the importer's own transform (none for our server's GLBs) into the mesh
+    points = np.zeros(len(mesh.vertices) * 3, dtype=np.float32)
+    mesh.vertices.foreach_get("co", points)
+    points = points.reshape(-1, 3) if len(points) else np.zeros((1, 3), dtype=np.float32)
+    low, high = Vector(points.min(axis=0).tolist()), Vector(points.max(axis=0).tolist())
+    pivot = (low + high) / 2
+    if placement.mode == "BASE":
+        pivot.z = low.z
+    mesh.transform(Matrix.Translation((-pivot.x, -pivot.y, -pivot.z)))
+    obj.rotation_mode = "XYZ"
+    obj.matrix_world = Matrix.Identity(4)
+    cursor = context.scene.cursor
+    if context.preferences.edit.object_align == "CURSOR":
+        obj.rotation_euler = cursor.matrix.to_euler("XYZ")
+    tall = high.z - low.z
+    if placement.height_m > 0 and tall > 0:
+        unit_scale = context.scene.unit_settings.scale_length or 1.0
+        factor = placement.height_m / unit_scale / tall
+        obj.scale = (factor, factor, factor)
+    obj.location = placement.at if placement.at is not None else cursor.location
 
 
 def _images_used(obj: bpy.types.Object) -> list[bpy.types.Image]:

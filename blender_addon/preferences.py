@@ -1,4 +1,4 @@
-"""Add-on preferences: where the server is and how to authenticate.
+"""Add-on preferences: where the server is, how to authenticate, how much history to keep.
 
 The token lives in the add-on preferences (saved with Blender's user preferences), never in the
 .blend file, so sharing a scene never shares the token.
@@ -7,7 +7,7 @@ The token lives in the add-on preferences (saved with Blender's user preferences
 from __future__ import annotations
 
 import bpy
-from bpy.props import FloatProperty, StringProperty
+from bpy.props import FloatProperty, IntProperty, StringProperty
 
 from .client import is_loopback
 
@@ -35,12 +35,20 @@ class ImageTo3DPreferences(bpy.types.AddonPreferences):
         min=5.0,
         max=3600.0,
     )
+    history_limit_mb: IntProperty(  # type: ignore[valid-type]
+        name="History size (MB)",
+        description="Keep recent results (their meshes and pictures) up to this size; the oldest go first",
+        default=500,
+        min=1,
+        max=100_000,
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "endpoint")
         layout.prop(self, "token")
         layout.prop(self, "timeout")
+        layout.prop(self, "history_limit_mb")
         if not bpy.app.online_access and not is_loopback(self.endpoint):
             layout.label(text="Online access is off: enable it in System > Network for this endpoint", icon="ERROR")
         layout.operator("image_to_3d.test_connection", icon="URL")

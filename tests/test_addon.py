@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import requests
 import trimesh
+from PIL import Image
 
 from conftest import BLENDER_PYTHON, EXAMPLES
 from live_server import ROOT, free_port, live_server
@@ -81,11 +82,13 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"this is no picture" * 20)
     corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(CHAIR.read_bytes()[:8] + b"\x00" * 400)  # a PNG signature, then nothing valid
+    corrupt.write_bytes(CHAIR.read_bytes()[:33] + b"\x00" * 400)  # a PNG signature and header, then nothing valid
+    large = tmp_path / "large.jpg"  # larger than 1024 px, far under the upload limit
+    Image.open(CHAIR).convert("RGB").resize((1500, 1200)).save(large, quality=90)
     config = {
         "zip": str(addon_zip), "install": install, "endpoint": endpoint, "token": TOKEN,
         "down_endpoint": f"http://127.0.0.1:{free_port()}", "image": str(CHAIR), "garbage": str(garbage),
-        "corrupt": str(corrupt), "workdir": str(tmp_path), "scenarios": scenarios, "edge_glbs": edge_glbs(tmp_path),
+        "corrupt": str(corrupt), "large_file": str(large), "workdir": str(tmp_path), "scenarios": scenarios, "edge_glbs": edge_glbs(tmp_path),
         "output": str(tmp_path / "report.json"),
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -94,11 +97,17 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     run = subprocess.run([BLENDER_PYTHON, str(SCRIPT), str(tmp_path / "config.json")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert (tmp_path / "report.json").exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == 0, f"Blender exited with {run.returncode}:\n" + run.stderr[-3000:]  # 139: crash on exit
     report = json.loads((tmp_path / "report.json").read_text())
     report["stdout"] = run.stdout  # Blender prints operator reports (INFO too) there in background mode
     assert report["enabled"], report
     assert report["installed_at"].startswith(str(tmp_path / "blender_user")), report["installed_at"]
     return report
+
+
+def bottom_centre(obj: dict) -> list[float]:
+    low, high = obj["bbox_min"], obj["bbox_max"]
+    return [(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2]]
 
 
 def assert_made_one_object(entry: dict, name: str, gltf_vertices: np.ndarray | None = None) -> None:
@@ -107,15 +116,19 @@ def assert_made_one_object(entry: dict, name: str, gltf_vertices: np.ndarray | N
     assert obj["name"] == name and obj["mesh_name"] == name and obj["material"] == name
     assert obj["type"] == "MESH" and obj["parent"] is None and obj["collections"] == ["Scene Collection"]
     assert obj["location"] == pytest.approx(CURSOR)
+    assert obj["rotation_mode"] == "XYZ"
     assert obj["rotation"] == pytest.approx([0, 0, 0]) and obj["scale"] == pytest.approx([1, 1, 1])
     if gltf_vertices is not None:
-        # Upright and facing the Front view: glTF (x, y, z) is Blender (x, -z, y); the same vertices.
+        # Upright and facing the Front view: glTF (x, y, z) is Blender (x, -z, y); the same vertices,
+        # moved so that the origin is the bottom centre.
         expected = gltf_vertices[:, [0, 2, 1]] * np.array([1, -1, 1], dtype=np.float32)
+        low, high = expected.min(axis=0), expected.max(axis=0)
+        expected = expected - np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2]], dtype=np.float32)
         got = np.load(entry["vertices_file"])
         assert got.shape == expected.shape
-        np.testing.assert_allclose(sorted_rows(got), sorted_rows(expected), atol=1e-6)
-    centre = [(lo + hi) / 2 for lo, hi in zip(obj["bbox_min"], obj["bbox_max"])]
-    assert centre == pytest.approx(CURSOR, abs=0.5)
+        np.testing.assert_allclose(sorted_rows(got), sorted_rows(expected), atol=1e-5)
+    assert bottom_centre(obj) == pytest.approx(CURSOR, abs=1e-5)  # it stands on the cursor
+    assert obj["custom"]["request_id"] and obj["custom"]["settings"]["resolution"] == 32
     assert obj["faces"] > 0 and obj["smooth"]
     assert obj["selected"] and obj["active"] and obj["selected_count"] == 1
     assert obj["attribute"] is not None and obj["colour_spread"] > 0.05
@@ -171,7 +184,7 @@ def test_blender_validates_the_extension(addon_zip):
 def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, server, chair_vertices):
     report = run_blender(tmp_path, addon_zip, server, [
         "reference", "invoke_background", "packed", "generated", "generated_float", "file_path", "offline_loopback",
-        "no_image", "missing_file", "garbage_file", "corrupt_png", "bad_option", "offline_remote",
+        "no_image", "missing_file", "garbage_file", "corrupt_png", "offline_remote",
         "wrong_token", "missing_token", "server_down", "test_connection", "worker", "worker_cancel",
         "token_not_in_blend", "importer_edge_cases", "render_cycles",
     ])
@@ -180,7 +193,7 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
     assert_made_one_object(scenarios["reference"], "chair", chair_vertices)
     assert scenarios["reference"]["panel_image"] == "chair.png"  # Generate again needs no reselecting
     assert scenarios["generated"]["panel_image"] == "Painted"  # a chosen panel image stays
-    assert scenarios["bad_option"]["panel_image"] is None  # a failure changes nothing
+    assert scenarios["no_image"]["panel_image"] is None  # a failure changes nothing
     assert_made_one_object(scenarios["invoke_background"], "chair", chair_vertices)
     assert_made_one_object(scenarios["packed"], "chair", chair_vertices)
     assert_made_one_object(scenarios["file_path"], "chair", chair_vertices)
@@ -190,9 +203,8 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
 
     assert_unchanged(scenarios["no_image"], "No image selected", "Add > Image > Reference")
     assert_unchanged(scenarios["missing_file"], "missing file", "relink")
-    assert_unchanged(scenarios["garbage_file"], "not PNG, JPEG or WebP")
+    assert_unchanged(scenarios["garbage_file"], "not a picture Blender can read", "PNG, JPEG or WebP")
     assert_unchanged(scenarios["corrupt_png"], "The server said:")  # the server's 400 text
-    assert_unchanged(scenarios["bad_option"], "The server said:", "target_faces")  # the server's 422 text
     assert report["online_access_when_off"] is False
     assert_unchanged(scenarios["offline_remote"], "Allow Online Access")
     assert_unchanged(scenarios["wrong_token"], "refused the access token", "Preferences > Add-ons")
@@ -208,18 +220,21 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
 
     worker = scenarios["worker"]
     assert worker["result"] == ["FINISHED"] and worker["level"] == "INFO" and "Created 'chair'" in worker["message"]
+    assert "from reference 'RefWorker' (chair.png" in worker["message"]  # the chosen reference is named
     assert worker["reported"] == ["uploading", "generating", "downloading"], worker  # the worker's own reports
     assert worker["stages"][-1] == "importing"  # the UI shows it while the main thread imports
     assert worker["ticks"] > 2 and len(worker["new_objects"]) == 1
     cancelled = scenarios["worker_cancel"]
     assert cancelled["result"] == ["CANCELLED"] and "nothing was imported" in cancelled["message"]
     assert cancelled["stages"][-1] == "generating" and "Cancelled" in cancelled["worker_error"]
+    assert cancelled["result"] == ["CANCELLED"]
     assert cancelled["after"] == cancelled["before"] and cancelled["new_objects"] == []
 
     edge = scenarios["importer_edge_cases"]
     nested = edge["nested"]  # the parent empty the importer makes is gone; the mesh keeps its colours
     assert nested["error"] is None and nested["new_names"] == ["Edge"], nested
     assert nested["made"]["parent"] is None and nested["made"]["location"] == pytest.approx(CURSOR)
+    assert bottom_centre(nested["made"]) == pytest.approx(CURSOR, abs=1e-5)
     assert nested["made"]["selected_count"] == 1 and ["ShaderNodeVertexColor", "Base Color"] in nested["made"]["links"]
     assert {k: nested["after"][k] - nested["before"][k] for k in ("objects", "meshes", "materials", "collections")} == {
         "objects": 1, "meshes": 1, "materials": 1, "collections": 0}
@@ -255,3 +270,113 @@ def test_legacy_install(tmp_path, addon_zip, server, chair_vertices):
     assert report["in_add_menu"]
     assert_made_one_object(report["scenarios"]["reference"], "chair", chair_vertices)
     assert_unchanged(report["scenarios"]["wrong_token"], "refused the access token")
+
+
+def test_inputs_large_movie_sequence_render_result(tmp_path, addon_zip, server):
+    report = run_blender(tmp_path, addon_zip, server, [
+        "oversized", "large_file", "movie", "sequence", "render_result", "panel_words", "target_faces_clamped"])
+    scenarios = report["scenarios"]
+
+    big = scenarios["oversized"]  # 3000x2400 painted: shrunk to 1000x800 PNG in the worker thread
+    assert big["result"] == ["FINISHED"], big
+    (started,) = big["encoded_when_started"]
+    assert started["sent"] == 0  # the main-thread step that started the job returned before encoding
+    assert big["worker_threads"] == ["image-to-3d generate"]
+    assert big["sent_sizes"] == [[1000, 800]] and big["sent_types"] == ["89504e470d0a1a0a"]
+    assert big["statuses"][0] == "image 'BigPainting'" and big["stages"][0] in ("preparing the image", "uploading")
+
+    large = scenarios["large_file"]  # a file under 10 MB goes as it is: no pixels copied on the main thread
+    assert large["result"] == ["FINISHED"] and large["sent_sizes"] == [[1500, 1200]]
+    assert large["sent_types"] == [(tmp_path / "large.jpg").read_bytes()[:8].hex()]
+
+    assert report["movie_image"][1] == "MOVIE" and report["movie_name"] == ["clip"]  # no frame range in names
+    assert_unchanged(scenarios["movie"], "is a movie", "Image > Save As")
+    sequence = scenarios["sequence"]  # frames 1 and 3 are no pictures: only frame 2 can succeed
+    assert sequence["result"] == ["FINISHED"], sequence
+    assert [o["name"] for o in sequence["new_objects"]] == ["clip"]
+    assert "frame 2 of the sequence was used" in report["stdout"]
+    assert_unchanged(scenarios["render_result"], "render output", "Save As")
+    assert_unchanged(scenarios["panel_words"], "Remove background: Never")
+    assert "remove_background" not in scenarios["panel_words"]["error"]
+
+    assert report["target_faces_after_typing_5"] == 100
+    faces = scenarios["target_faces_clamped"]
+    assert faces["result"] == ["FINISHED"] and faces["new_objects"][0]["faces"] <= 150, faces
+
+
+def test_placement_centre_align_and_height(tmp_path, addon_zip, server):
+    scenarios = run_blender(tmp_path, addon_zip, server, ["placement"])["scenarios"]
+    (centre,) = scenarios["placement_center"]["new_objects"]
+    middle = [(lo + hi) / 2 for lo, hi in zip(centre["bbox_min"], centre["bbox_max"])]
+    assert middle == pytest.approx(CURSOR, abs=1e-5) and centre["bbox_min"][2] < CURSOR[2] - 0.1
+    (aligned,) = scenarios["placement_aligned"]["new_objects"]
+    assert aligned["rotation_mode"] == "XYZ" and aligned["rotation"] == pytest.approx([0, 0, 0.5], abs=1e-6)
+    assert aligned["bbox_min"][2] == pytest.approx(CURSOR[2], abs=1e-5)
+    (tall,) = scenarios["placement_height"]["new_objects"]
+    # 1.8 m with a unit scale of 0.5 (one Blender unit shows as 0.5 m) is 3.6 Blender units.
+    assert tall["dimensions"][2] == pytest.approx(3.6, rel=1e-4)
+    assert tall["bbox_min"][2] == pytest.approx(CURSOR[2], abs=1e-5)
+    assert tall["scale"][0] == pytest.approx(tall["scale"][2]) and tall["scale"][0] != pytest.approx(1.0)
+    assert tall["custom"]["settings"]["height_m"] == pytest.approx(1.8)
+
+
+def test_history_reimports_without_a_server(tmp_path, addon_zip, server):
+    (history,) = run_blender(tmp_path, addon_zip, server, ["history"])["scenarios"].values()
+    key = history["record"]["key"]
+    assert history["records_added"] == 1 and history["list"][0] == key
+    assert history["folder"].startswith(str(tmp_path / "blender_user"))
+    assert history["files"] == sorted([f"{key}.glb", f"{key}.input.png", f"{key}.json"])
+    record = history["record"]
+    assert record["name"] == "chair" and record["request_id"] and record["faces"] > 0
+    assert record["settings"]["resolution"] == 32 and "reference 'RefHistory'" in record["source"]
+    assert history["made_custom"]["request_id"] == record["request_id"]
+    assert not history["key_in_blend"]  # the history stays out of the .blend
+    assert history["reimport"] == ["FINISHED"]
+    assert history["again"]["name"].startswith("chair") and history["again"]["custom"]["request_id"] == record["request_id"]
+    made, again = (np.load(tmp_path / f"history_{n}.npy") for n in ("made", "again"))
+    np.testing.assert_array_equal(made, again)  # the identical mesh, with no server running
+    assert not history["after_undo_has_copy"]
+    assert key not in history["after_delete"] and history["files_after_delete"] == []
+
+
+def test_batch_of_references_and_a_folder(tmp_path, addon_zip, server):
+    report = run_blender(tmp_path, addon_zip, server, ["batch", "batch_one_bad", "batch_status", "batch_cancel", "folder"])
+    scenarios = report["scenarios"]
+    batch = scenarios["batch"]
+    assert batch["result"] == ["FINISHED"] and len(batch["made"]) == 3, batch
+    for made, (reference, where) in zip(batch["made"], sorted(batch["references"].items())):
+        assert made["collections"] == ["Image to 3D batch"]
+        assert made["custom"]["source"].startswith(f"reference '{reference}'")
+        # beside its reference: to its right (the Empty shows a 1-unit image), standing at its height
+        assert made["bbox_min"][0] == pytest.approx(where[0] + 0.5 + 0.2, abs=1e-4)
+        assert made["bbox_min"][2] == pytest.approx(where[2], abs=1e-5)
+    names = sorted(m["name"] for m in batch["made"])
+    assert [len(left) for left in batch["undo"]] == [2, 1, 0]  # one undo step per result
+    assert batch["undo"][0] == names[:2]
+
+    bad = scenarios["batch_one_bad"]  # the second reference's picture is empty: the others go on
+    assert bad["result"] == ["FINISHED"] and len(bad["made"]) == 2
+    assert [m["custom"]["source"].split(" (")[0] for m in bad["made"]] == ["reference 'RefBatch1'", "reference 'RefBatch3'"]
+    assert "Made 2 of 3" in report["stdout"] and "1 failed: Clear: The server said: No object" in report["stdout"]
+    status = scenarios["batch_status"]
+    assert status["statuses"] == ["1 of 3 · chair", "2 of 3 · chair", "3 of 3 · chair"], status["statuses"]
+    assert status["result"] == ["FINISHED"] and status["message"].startswith("Made 3 of 3")
+    cancel = scenarios["batch_cancel"]
+    assert cancel["result"] == ["CANCELLED"] and "cancelled, 3 not made" in cancel["message"], cancel["message"]
+    assert cancel["after"] == cancel["before"]
+
+    folder = scenarios["folder"]  # a folder of two pictures: in a row from the cursor, in one collection
+    assert folder["result"] == ["FINISHED"] and [m["name"] for m in folder["made"]] == ["chair", "robot"]
+    chair, robot = folder["made"]
+    assert chair["bbox_min"][0] == pytest.approx(CURSOR[0], abs=1e-4)
+    assert robot["bbox_min"][0] == pytest.approx(chair["bbox_max"][0] + 0.2, abs=1e-4)
+    (collection,) = {m["collections"][0] for m in folder["made"]}  # one collection per batch
+    assert collection.startswith("Image to 3D batch")
+
+
+def test_both_installs_give_one_menu_entry(tmp_path, addon_zip, server):
+    report = run_blender(tmp_path, addon_zip, server, ["reference"], install="both")
+    assert len(report["menu_entries_both"]) == 1, report["menu_entries_both"]
+    assert report["menu_entries_legacy_left"] == ["image_to_3d.operators"]
+    assert report["menu_entries_extension_left"] == ["bl_ext.user_default.image_to_3d.operators"]
+    assert report["scenarios"]["reference"]["result"] == ["FINISHED"]

@@ -90,6 +90,7 @@ def imported(mesh, tmp_path_factory) -> dict:
     run = subprocess.run(
         [BLENDER_PYTHON, "-c", IMPORT_AND_DESCRIBE, str(path)], capture_output=True, text=True, timeout=300
     )
+    assert run.returncode == 0, f"Blender exited with {run.returncode}:\n" + run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT")]
     assert lines, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads(lines[0][len("RESULT") :])

@@ -207,3 +207,20 @@ def test_gzip_is_asked_for_over_a_network_and_inflated(server):
     packed = Client(server, TOKEN, timeout=60, compress=True).generate(CHAIR, {"resolution": 32})
     assert packed.glb == plain.glb and plain.transfer_bytes == len(plain.glb)
     assert packed.transfer_bytes is not None and packed.transfer_bytes < len(packed.glb) / 1.5
+
+
+@pytest.mark.parametrize("size", [150_000, 3_000_000])
+def test_an_image_over_the_upload_limit_says_so(tmp_path, size):
+    """Just over the limit the server answers 413; far over it, it closes while we still send
+    (a broken pipe or reset): both say the image is too large, with the server's limit."""
+    with live_server(tmp_path, max_body_bytes=100_000) as url:
+        with pytest.raises(ClientError) as raised:
+            Client(url, "", timeout=60).generate(CHAIR[:8] + bytes(size), {"resolution": 32})
+    assert raised.value.message.startswith("The image is too large for the server (limit 0.1 MB)")
+    assert "Cannot reach" not in raised.value.message
+
+
+def test_the_default_upload_limit_is_the_servers():
+    from remote.server.settings import ServerSettings
+
+    assert client_module.DEFAULT_MAX_BODY_BYTES == ServerSettings().max_body_bytes

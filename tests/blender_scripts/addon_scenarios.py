@@ -21,13 +21,30 @@ import bpy
 import numpy as np
 
 config = json.loads(open(sys.argv[1]).read())
+# The add-on's history folder is Blender's user data: BLENDER_USER_RESOURCES puts it in the test's folder.
 report: dict = {"scenarios": {}}
 CURSOR = (1.5, -2.0, 0.5)
 
 # -- install and enable, the way Blender's "Install from Disk" does ------------------------------
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.context.preferences.system.use_online_access = True
-if config["install"] == "extension":
+def add_menu_entries() -> list[str]:
+    return [getattr(f, "__module__", "") for f in bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
+            if getattr(f, "__name__", "") == "menu_entry"]
+
+
+if config["install"] == "both":  # an extension and a legacy install of the same add-on, both enabled
+    bpy.ops.extensions.package_install_files(filepath=config["zip"], repo="user_default", enable_on_install=True)
+    bpy.ops.preferences.addon_install(filepath=config["zip"])
+    bpy.ops.preferences.addon_enable(module="image_to_3d")
+    report["menu_entries_both"] = add_menu_entries()
+    bpy.ops.preferences.addon_disable(module="bl_ext.user_default.image_to_3d")
+    report["menu_entries_legacy_left"] = add_menu_entries()
+    bpy.ops.preferences.addon_enable(module="bl_ext.user_default.image_to_3d")
+    bpy.ops.preferences.addon_disable(module="image_to_3d")
+    report["menu_entries_extension_left"] = add_menu_entries()
+    module = "bl_ext.user_default.image_to_3d"
+elif config["install"] == "extension":
     bpy.ops.extensions.package_install_files(filepath=config["zip"], repo="user_default", enable_on_install=True)
     module = "bl_ext.user_default.image_to_3d"
 else:
@@ -40,6 +57,7 @@ report["in_add_menu"] = any(
     getattr(f, "__name__", "") == "menu_entry" for f in bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
 )
 operators = sys.modules[module + ".operators"]
+history_ui = sys.modules[module + ".history_ui"]
 prefs = bpy.context.preferences.addons[module].preferences
 prefs.endpoint = config["endpoint"]
 prefs.token = config["token"]
@@ -103,6 +121,9 @@ def describe(obj: bpy.types.Object) -> dict:
         "type": obj.type,
         "location": list(obj.location),
         "rotation": list(obj.rotation_euler),
+        "rotation_mode": obj.rotation_mode,
+        "dimensions": list(obj.dimensions),
+        "custom": obj["image_to_3d"].to_dict() if "image_to_3d" in obj else None,
         "scale": list(obj.scale),
         "bbox_min": corners.min(axis=0).tolist(),
         "bbox_max": corners.max(axis=0).tolist(),
@@ -143,7 +164,7 @@ def run(label: str, how: str = "EXEC_DEFAULT") -> None:
     entry = {"result": result, "error": error, "before": start_counts, "after": counts(),
              "selection_before": start_selection, "selection_after": selection()}
     entry["panel_image"] = settings().image.name if settings().image else None
-    new = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - start_names]
+    new = sorted((bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - start_names), key=lambda o: o.name)
     entry["new_objects"] = [describe(o) for o in new]
     if new and new[0].type == "MESH":  # the mesh's own coordinates, for the test to compare with the GLB
         co = np.empty(len(new[0].data.vertices) * 3, dtype=np.float32)
@@ -198,11 +219,11 @@ def connection_test() -> dict:
         return {"result": ["CANCELLED"], "error": str(exc)}
 
 
-def record_reported_stages(job) -> list[str]:
+def record_reported_stages(client) -> list[str]:
     """Every stage the worker reports, in order: polling alone misses a stage shorter than a tick
     (a tiny model answers in a few milliseconds)."""
     reported: list[str] = []
-    generate = job.client.generate
+    generate = client.generate
 
     def recording_generate(image, options, progress=None, cancel=None):
         def record(stage, fraction):
@@ -212,33 +233,67 @@ def record_reported_stages(job) -> list[str]:
 
         return generate(image, options, progress=record, cancel=cancel)
 
-    job.client.generate = recording_generate
+    client.generate = recording_generate
     return reported
 
 
 def drive_job(cancel_at_stage: str | None) -> dict:
-    """What the modal operator does on each timer tick: the same GenerateJob and advance()."""
+    """What the modal operator does on each timer tick: the same Batch and advance()."""
     bpy.context.scene.cursor.location = CURSOR
     start_counts = counts()
-    job = operators.GenerateJob.from_context(bpy.context)
-    reported = record_reported_stages(job)
-    job.start()
-    stages, ticks, outcome = [], 0, None
+    batch = operators.Batch.from_context(bpy.context, wait=False)
+    reported = record_reported_stages(batch.client)
+    stages, statuses, ticks, outcome, jobs = [], [], 0, None, []
+    encoded_when_started = []  # bytes already encoded when the main-thread step that started a job returned
     while outcome is None:
-        if job.stage == cancel_at_stage:
-            job.cancel.set()  # what Esc and the Cancel button do
-        outcome = operators.advance(bpy.context, job)
-        if not stages or stages[-1] != job.stage:
-            stages.append(job.stage)
+        if batch.job is not None and batch.job.stage == cancel_at_stage:
+            batch.cancel.set()  # what Esc and the Cancel button do
+        had_job = batch.job
+        step_start = time.perf_counter()
+        outcome = operators.advance(bpy.context, batch)
+        step = time.perf_counter() - step_start
+        if batch.job is not None and batch.job is not had_job:
+            encoded_when_started.append({"sent": len(batch.job.sent), "step_s": step})
+            jobs.append(batch.job)
+        if jobs and (not stages or stages[-1] != jobs[-1].stage):
+            stages.append(jobs[-1].stage)
+        if not statuses or statuses[-1] != batch.status().split(":")[0]:
+            statuses.append(batch.status().split(":")[0])
         ticks += 1
         time.sleep(0.02)
-    job.done.wait(120)  # the worker ends too; its late answer must not be imported
+    for job in jobs:
+        job.done.wait(120)  # the worker ends too; its late answer must not be imported
     new = [describe(o) for o in bpy.context.scene.objects if o.type == "MESH"]
+    last = jobs[-1] if jobs else None
     return {
         "result": sorted(outcome.result), "level": outcome.level, "message": outcome.message,
-        "stages": stages, "reported": reported, "ticks": ticks, "before": start_counts, "after": counts(), "new_objects": new,
-        "worker_error": job.error, "worker_got_mesh": job.result is not None,
+        "stages": stages, "statuses": statuses, "reported": reported, "ticks": ticks, "before": start_counts,
+        "after": counts(), "new_objects": new, "worker_error": last.error if last else None,
+        "worker_got_mesh": bool(last and last.result), "encoded_when_started": encoded_when_started,
+        "worker_threads": [job.worker_thread for job in jobs],
+        "sent_sizes": [list(job.source.sent_size or ()) for job in jobs],
+        "sent_types": [job.sent[:8].hex() for job in jobs],
     }
+
+
+def undo_steps_back(names: list[str]) -> list[list[str]]:
+    """The objects left among `names` after each Ctrl+Z, one per name."""
+    left = []
+    for _ in names:
+        bpy.ops.ed.undo()
+        left.append(sorted(n for n in names if n in bpy.data.objects))
+    return left
+
+
+def history_records() -> list[dict]:
+    history = sys.modules[module + ".history"]
+    return history.entries(history_ui.folder())
+
+
+def mesh_vertices(obj: bpy.types.Object) -> list:
+    co = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    return co.reshape(-1, 3).tolist()
 
 
 def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple]) -> dict:
@@ -247,7 +302,7 @@ def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple]) -> 
     scene = bpy.context.scene
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
     scene.collection.objects.link(camera)
-    camera.location = (obj.location.x, obj.location.y - 5.0, obj.location.z)
+    camera.location = (obj.location.x, obj.location.y - 5.0, obj.location.z + obj.dimensions.z / 2)  # origin: bottom
     camera.rotation_euler = (1.5708, 0.0, 0.0)  # looking along +Y: the Front view
     scene.camera = camera
     scene.world = bpy.data.worlds.new("White")
@@ -281,6 +336,7 @@ for scenario in config["scenarios"]:
     select_only(None)
     settings().image = None
     settings().filepath = ""
+    settings().folder = ""
     if scenario == "reference":
         add_reference(bpy.data.images.load(image_path), "Ref")
         run(scenario)
@@ -318,11 +374,171 @@ for scenario in config["scenarios"]:
     elif scenario == "corrupt_png":
         settings().filepath = config["corrupt"]
         run(scenario)
-    elif scenario == "bad_option":
-        settings().target_faces = 5  # the panel allows it; the server's minimum is 100
-        add_reference(bpy.data.images.load(image_path), "RefBad")
+    elif scenario == "target_faces_clamped":
+        settings().target_faces = 5  # the server's minimum is 100: the field itself says 100
+        report["target_faces_after_typing_5"] = settings().target_faces
+        add_reference(bpy.data.images.load(image_path), "RefFaces")
         run(scenario)
         settings().target_faces = 0
+    elif scenario == "panel_words":  # a fully transparent picture: the server's answer names an option
+        image = bpy.data.images.new("Clear", 64, 64, alpha=True)
+        image.pixels.foreach_set(np.zeros(64 * 64 * 4, dtype=np.float32))
+        settings().image = image
+        run(scenario)
+    elif scenario == "oversized":  # a large painted image: copied out on the main thread, shrunk in the worker
+        image = bpy.data.images.new("BigPainting", 3000, 2400, alpha=True)
+        pixels = np.zeros((2400, 3000, 4), dtype=np.float32)
+        pixels[300:2100, 900:2100] = (0.9, 0.3, 0.1, 1.0)
+        image.pixels.foreach_set(pixels.ravel())
+        settings().image = image
+        report["scenarios"][scenario] = drive_job(cancel_at_stage=None)
+        remove_new({o.name for o in bpy.data.objects if o.type != "MESH"})
+        bpy.data.images.remove(image)
+    elif scenario == "large_file":  # a 1500x1200 JPEG file: sent as it is (the server shrinks it)
+        settings().filepath = config["large_file"]
+        report["scenarios"][scenario] = drive_job(cancel_at_stage=None)
+        remove_new({o.name for o in bpy.data.objects if o.type != "MESH"})
+    elif scenario == "movie":
+        scene = bpy.context.scene
+        saved = (scene.render.engine, scene.render.resolution_x, scene.render.resolution_y, scene.frame_end)
+        scene.render.engine = "BLENDER_WORKBENCH"
+        scene.render.resolution_x = scene.render.resolution_y = 32
+        scene.frame_start, scene.frame_end = 1, 3
+        if hasattr(scene.render.image_settings, "media_type"):  # Blender 5.0 splits image and video formats
+            scene.render.image_settings.media_type = "VIDEO"
+        scene.render.image_settings.file_format = "FFMPEG"
+        scene.render.ffmpeg.format, scene.render.ffmpeg.codec = "MPEG4", "H264"
+        scene.render.filepath = os.path.join(config["workdir"], "movie", "clip_")
+        camera = bpy.data.objects.new("MovieCamera", bpy.data.cameras.new("MovieCamera"))
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        bpy.ops.render.render(animation=True)
+        if hasattr(scene.render.image_settings, "media_type"):
+            scene.render.image_settings.media_type = "IMAGE"
+        scene.render.image_settings.file_format = "PNG"
+        scene.render.engine, scene.render.resolution_x, scene.render.resolution_y, scene.frame_end = saved
+        (movie_file,) = os.listdir(os.path.join(config["workdir"], "movie"))
+        movie = bpy.data.images.load(os.path.join(config["workdir"], "movie", movie_file))
+        report["movie_image"] = [movie.name, movie.source]
+        add_reference(movie, "RefMovie")
+        report["movie_name"] = [c.name for c in sys.modules[module + ".image_source"].choose_sources(bpy.context)]
+        run(scenario)
+    elif scenario == "sequence":  # frames clip_0001..3: the chair is frame 2
+        folder = os.path.join(config["workdir"], "sequence")
+        os.makedirs(folder, exist_ok=True)
+        for number, path in enumerate([config["garbage"], image_path, config["garbage"]], start=1):
+            shutil.copy(path, os.path.join(folder, f"clip_{number:04d}.png"))
+        image = bpy.data.images.load(os.path.join(folder, "clip_0002.png"))
+        image.source = "SEQUENCE"
+        add_reference(image, "RefSequence")
+        user = bpy.data.objects["RefSequence"].image_user
+        user.frame_start, user.frame_duration, user.frame_offset = 1, 3, 0
+        bpy.context.scene.frame_set(2)
+        run(scenario)
+        bpy.context.scene.frame_set(1)
+    elif scenario == "render_result":
+        scene = bpy.context.scene
+        scene.render.engine = "BLENDER_WORKBENCH"
+        scene.render.resolution_x = scene.render.resolution_y = 16
+        camera = bpy.data.objects.new("ResultCamera", bpy.data.cameras.new("ResultCamera"))
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        bpy.ops.render.render()
+        settings().image = bpy.data.images["Render Result"]
+        run(scenario)
+    elif scenario == "placement":
+        image = bpy.data.images.load(image_path)
+        add_reference(image, "RefPlace")
+        settings().placement = "CENTER"
+        run("placement_center")
+        settings().placement = "BASE"
+        select_only(bpy.data.objects["RefPlace"])
+        bpy.context.preferences.edit.object_align = "CURSOR"
+        bpy.context.scene.cursor.rotation_euler = (0.0, 0.0, 0.5)
+        run("placement_aligned")
+        bpy.context.preferences.edit.object_align = "WORLD"
+        bpy.context.scene.cursor.rotation_euler = (0.0, 0.0, 0.0)
+        select_only(bpy.data.objects["RefPlace"])
+        bpy.context.scene.unit_settings.scale_length = 0.5
+        settings().height = 1.8
+        run("placement_height")
+        settings().height = 0.0
+        bpy.context.scene.unit_settings.scale_length = 1.0
+    elif scenario == "history":
+        before_records = len(history_records())
+        add_reference(bpy.data.images.load(image_path), "RefHistory")
+        bpy.context.scene.cursor.location = CURSOR
+        bpy.ops.image_to_3d.generate()
+        made = bpy.context.view_layer.objects.active
+        records = history_records()
+        key = records[0]["key"]
+        folder = history_ui.folder()
+        outcome = {"records_added": len(records) - before_records, "record": records[0],
+                   "files": sorted(n for n in os.listdir(folder) if n.startswith(key)),
+                   "folder": folder, "made_custom": made["image_to_3d"].to_dict(),
+                   "list": [e.key for e in bpy.context.window_manager.image_to_3d_history.entries]}
+        np.save(os.path.join(config["workdir"], "history_made.npy"), np.array(mesh_vertices(made), dtype=np.float32))
+        path = os.path.join(config["workdir"], "history.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=path, compress=False, copy=True)
+        outcome["key_in_blend"] = key.encode() in open(path, "rb").read()
+        select_only(None)
+        with changed_prefs(endpoint=config["down_endpoint"]):  # no server at all
+            names = set(bpy.data.objects.keys())
+            outcome["reimport"] = sorted(bpy.ops.image_to_3d.history_import(key=key))
+        (again,) = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names]
+        outcome["again"] = describe(again)
+        np.save(os.path.join(config["workdir"], "history_again.npy"), np.array(mesh_vertices(again), dtype=np.float32))
+        again_name = again.name
+        bpy.ops.ed.undo()  # the re-import is one undo step too
+        outcome["after_undo_has_copy"] = again_name in bpy.data.objects
+        bpy.ops.image_to_3d.history_delete(key=key)
+        outcome["after_delete"] = [r["key"] for r in history_records()]
+        outcome["files_after_delete"] = sorted(n for n in os.listdir(folder) if n.startswith(key))
+        report["scenarios"][scenario] = outcome
+    elif scenario in ("batch", "batch_one_bad", "batch_status", "batch_cancel"):
+        good = bpy.data.images.load(image_path)
+        clear = bpy.data.images.new("Clear", 64, 64, alpha=True)  # the server finds nothing in it
+        clear.pixels.foreach_set(np.zeros(64 * 64 * 4, dtype=np.float32))
+        images = [good, clear if scenario == "batch_one_bad" else good, good]
+        empties = []
+        for old in [o for o in bpy.data.objects if o.name.startswith("RefBatch")]:
+            bpy.data.objects.remove(old)  # the previous batch scenario's references
+        for number, image in enumerate(images, start=1):
+            add_reference(image, f"RefBatch{number}")
+            empty = bpy.data.objects[f"RefBatch{number}"]
+            empty.location = (number * 4.0, 3.0, 1.0)
+            empties.append(empty)
+        bpy.context.view_layer.update()
+        for empty in empties:
+            empty.select_set(True)
+        bpy.context.view_layer.objects.active = empties[0]
+        if scenario in ("batch_status", "batch_cancel"):
+            report["scenarios"][scenario] = drive_job("generating" if scenario == "batch_cancel" else None)
+            remove_new({o.name for o in bpy.data.objects if o.type != "MESH"})
+            continue
+        bpy.ops.ed.undo_push(message="before batch")
+        names = set(bpy.data.objects.keys())
+        try:
+            result, error = sorted(bpy.ops.image_to_3d.generate()), None
+        except RuntimeError as exc:
+            result, error = ["CANCELLED"], str(exc)
+        new = sorted((bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names), key=lambda o: o.name)
+        outcome = {"result": result, "error": error, "made": [describe(o) for o in new],
+                   "references": {e.name: list(e.location) for e in empties}}
+        outcome["undo"] = undo_steps_back([o.name for o in new])
+        report["scenarios"][scenario] = outcome
+    elif scenario == "folder":
+        folder = os.path.join(config["workdir"], "folder")
+        os.makedirs(folder, exist_ok=True)
+        for name in ("chair.png", "robot.png"):
+            shutil.copy(os.path.join(os.path.dirname(image_path), name), folder)
+        settings().folder = folder
+        names = set(bpy.data.objects.keys())
+        bpy.context.scene.cursor.location = CURSOR
+        result = sorted(bpy.ops.image_to_3d.generate())
+        new = sorted((bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names), key=lambda o: o.name)
+        report["scenarios"][scenario] = {"result": result, "made": [describe(o) for o in new]}
+        settings().folder = ""
     elif scenario == "offline_remote":
         add_reference(bpy.data.images.load(image_path), "RefOffline")
         with online_access(False), changed_prefs(endpoint="http://example.invalid:8000"):

@@ -5,7 +5,7 @@ worker does, against encoding the full image on the main thread (the add-on befo
 
 The painting is transparent around an opaque block of random colours (noise is what
 compresses worst). Runs in bpy (this venv's Blender): the add-on's image_source.prepare (main thread: the pixels
-copied out of Blender) and SourceImage.encoded (worker: downscale to 1024 px and PNG), and, for
+copied out of Blender) and SourceImage.encoded (worker: downscale to pixels.MAX_SIDE and PNG), and, for
 comparison, a full-size PNG of the same pixels. Prints median seconds and the peak of Python-side
 allocations (tracemalloc, which numpy reports to) for each.
 """

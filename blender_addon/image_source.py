@@ -3,7 +3,7 @@
 Order: the selected reference-image Empties (several make a batch), else the image chosen in the
 panel, else the file path, else every image in the panel's folder. `choose_sources` only names
 them (cheap enough for the panel's draw); `prepare` turns one choice into a `SourceImage`: a
-PNG/JPEG/WebP file of at most 1024 px or 10 MB is sent as it is (read in the worker); anything
+PNG/JPEG/WebP file of at most 2048 px (pixels.MAX_SIDE) or 10 MB is sent as it is (read in the worker); anything
 else has its pixels copied out of Blender here and is downscaled and encoded to PNG in the worker
 (pixels.py), so the main thread never encodes. Movies, Render Result, viewer nodes and UDIM tiles get a message that
 says what to do; an image sequence sends its current frame's file.
@@ -26,8 +26,8 @@ from .pixels import MAX_SIDE, downscale, encode_png, image_size
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".exr", ".bmp", ".tga", ".hdr"}
 MOVIE_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".m4v", ".gif"}
 HEADER_BYTES = 256 * 1024  # enough to find the size in a JPEG with a large EXIF block
-# A PNG/JPEG/WebP file up to this size goes as it is even when larger than 1024 px: the server
-# shrinks it, and sending it costs Blender's main thread nothing, while shrinking it here first
+# A PNG/JPEG/WebP file up to this size goes as it is even when larger than MAX_SIDE: the server
+# resamples it, and sending it costs Blender's main thread nothing, while shrinking it here first
 # means copying every pixel out of Blender on the main thread (seconds for a 36-megapixel image).
 # Half the server's default upload limit, so a larger file is shrunk rather than refused.
 AS_IS_BYTES = 10_000_000

@@ -1,4 +1,4 @@
-"""Pixels to the PNG the server gets: downscaled to what the model uses, encoded. numpy only, no bpy.
+"""Pixels to the PNG the server gets: downscaled to what the model can use, encoded. numpy only, no bpy.
 
 This runs in the worker thread, so a large painted image never freezes Blender: the main thread
 only copies the pixels out of Blender (`Image.pixels.foreach_get`), everything else happens here.
@@ -12,7 +12,10 @@ import zlib
 
 import numpy as np
 
-MAX_SIDE = 1024  # the server's preprocessing never keeps more than this on the long side (remote/preprocess.py)
+# Painted or generated images are shrunk to this long side before upload. The model's input is
+# 512 px (remote/preprocess.py), resampled from the object's crop of the full image, so an object
+# spanning a quarter of the image's long side still reaches it with every pixel it can use.
+MAX_SIDE = 2048
 
 
 def downscale(rgba: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:

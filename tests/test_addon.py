@@ -83,8 +83,8 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     garbage.write_bytes(b"this is no picture" * 20)
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(CHAIR.read_bytes()[:33] + b"\x00" * 400)  # a PNG signature and header, then nothing valid
-    large = tmp_path / "large.jpg"  # larger than 1024 px, far under the upload limit
-    Image.open(CHAIR).convert("RGB").resize((1500, 1200)).save(large, quality=90)
+    large = tmp_path / "large.jpg"  # larger than 2048 px, far under the upload limit
+    Image.open(CHAIR).convert("RGB").resize((2500, 2000)).save(large, quality=90)
     config = {
         "zip": str(addon_zip), "install": install, "endpoint": endpoint, "token": TOKEN,
         "down_endpoint": f"http://127.0.0.1:{free_port()}", "image": str(CHAIR), "garbage": str(garbage),
@@ -277,16 +277,16 @@ def test_inputs_large_movie_sequence_render_result(tmp_path, addon_zip, server):
         "oversized", "large_file", "movie", "sequence", "render_result", "panel_words", "target_faces_clamped"])
     scenarios = report["scenarios"]
 
-    big = scenarios["oversized"]  # 3000x2400 painted: shrunk to 1000x800 PNG in the worker thread
+    big = scenarios["oversized"]  # 3000x2400 painted: shrunk to 1500x1200 PNG (<= 2048 px) in the worker thread
     assert big["result"] == ["FINISHED"], big
     (started,) = big["encoded_when_started"]
     assert started["sent"] == 0  # the main-thread step that started the job returned before encoding
     assert big["worker_threads"] == ["image-to-3d generate"]
-    assert big["sent_sizes"] == [[1000, 800]] and big["sent_types"] == ["89504e470d0a1a0a"]
+    assert big["sent_sizes"] == [[1500, 1200]] and big["sent_types"] == ["89504e470d0a1a0a"]
     assert big["statuses"][0] == "image 'BigPainting'" and big["stages"][0] in ("preparing the image", "uploading")
 
     large = scenarios["large_file"]  # a file under 10 MB goes as it is: no pixels copied on the main thread
-    assert large["result"] == ["FINISHED"] and large["sent_sizes"] == [[1500, 1200]]
+    assert large["result"] == ["FINISHED"] and large["sent_sizes"] == [[2500, 2000]]
     assert large["sent_types"] == [(tmp_path / "large.jpg").read_bytes()[:8].hex()]
 
     assert report["movie_image"][1] == "MOVIE" and report["movie_name"] == ["clip"]  # no frame range in names

@@ -36,9 +36,10 @@ def constants(path, *names):
 
 def test_server_facts_match_the_server():
     from remote.pipeline import GenerateOptions
-    from remote.preprocess import MAX_SIDE
+    from remote.preprocess import MODEL_INPUT_SIDE
 
-    assert pixels.MAX_SIDE == MAX_SIDE
+    # an object a quarter of a shrunk painting's long side still fills the model's input
+    assert pixels.MAX_SIDE >= 4 * MODEL_INPUT_SIDE
     low, high = constants(ROOT / "blender_addon" / "properties.py", "TARGET_FACES_MIN", "TARGET_FACES_MAX")
     for faces in (low, high):
         GenerateOptions(target_faces=faces).validate()
@@ -53,13 +54,13 @@ def test_downscale_by_a_whole_factor_with_premultiplied_alpha():
     rgba[:, 1::3, 3] = 1.0  # ... but opaque only in every third column; the rest transparent red
     rgba[:, 0::3, 0] = 1.0
     rgba[:, 0::3, 2] = 0.0
-    small = pixels.downscale(rgba)
+    small = pixels.downscale(rgba, 1024)
     assert small.shape == (800, 1000, 4)
     np.testing.assert_allclose(small[..., 3], 1 / 3, atol=1e-6)  # coverage averaged
     np.testing.assert_allclose(small[..., :3], np.broadcast_to([0, 0, 1], (800, 1000, 3)), atol=1e-6)  # no red bleeds in
-    same = np.random.default_rng(0).random((1024, 700, 4), dtype=np.float32)
+    same = np.random.default_rng(0).random((pixels.MAX_SIDE, 700, 4), dtype=np.float32)
     assert pixels.downscale(same) is same
-    odd = pixels.downscale(np.ones((1025, 10, 4), dtype=np.float32))  # factor 2, last row repeated
+    odd = pixels.downscale(np.ones((1025, 10, 4), dtype=np.float32), 1024)  # factor 2, last row repeated
     assert odd.shape == (513, 5, 4) and np.all(odd == 1)
 
 

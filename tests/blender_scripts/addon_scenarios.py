@@ -394,7 +394,7 @@ for scenario in config["scenarios"]:
         report["scenarios"][scenario] = drive_job(cancel_at_stage=None)
         remove_new({o.name for o in bpy.data.objects if o.type != "MESH"})
         bpy.data.images.remove(image)
-    elif scenario == "large_file":  # a 1500x1200 JPEG file: sent as it is (the server shrinks it)
+    elif scenario == "large_file":  # a 2500x2000 JPEG file: sent as it is (the server resamples it)
         settings().filepath = config["large_file"]
         report["scenarios"][scenario] = drive_job(cancel_at_stage=None)
         remove_new({o.name for o in bpy.data.objects if o.type != "MESH"})

@@ -9,8 +9,8 @@ The stages, each timed under its own name in `timings`:
 - "dilate": the empty texels filled from the charts (dilate.py).
 - "encode": PNG or JPEG bytes (encode.py).
 
-Faces that a chart folds over (two faces claim one texel centre) get charts of their own and the
-atlas is packed again; a mesh of blobby shapes has none.
+Faces that overlap another face of their chart (folds.py) get charts of their own before packing;
+a mesh of blobby shapes has few or none.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from remote.errors import InvalidOptionError
 from remote.extraction import Field, Mesh, _StageClock, field_colors
 from remote.texture.encode import IMAGE_FORMATS, to_bytes
 from remote.texture.dilate import fill_atlas
+from remote.texture.folds import folded_faces
 from remote.texture.pack import AtlasTooSmallError, pack
 from remote.texture.rasterise import Raster, rasterise
 from remote.texture.unwrap import Charts, box_charts
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 TEXTURE_SIZES = (512, 1024, 2048)
 DEFAULT_IMAGE_FORMAT = "jpeg"
 PADDING = 2  # texels of gutter on every side of a chart
-REPACKS = 3  # rounds of giving folded faces their own charts
 
 
 @dataclass
@@ -117,22 +117,23 @@ def bake_atlas(
     device = field.device
     vertices = np.asarray(mesh.vertices, dtype=np.float32)
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    alone = np.zeros(len(faces), dtype=bool)
-    for attempt in range(REPACKS + 1):
-        with clock("unwrap"):
-            charts = box_charts(vertices, faces, alone=alone if alone.any() else None)
-            try:
-                uv = pack(charts, size, PADDING)
-            except AtlasTooSmallError as error:
-                raise InvalidOptionError(str(error)) from error
-        with clock("rasterise"):
-            uv_faces = torch.from_numpy(charts.faces).to(device)
-            raster = rasterise(torch.from_numpy(uv).to(device), uv_faces, size)
-            folded = raster.overlapping.cpu().numpy()
-        if not folded.any() or attempt == REPACKS:
-            break
-        logger.debug("texture: %d faces fold over their chart; giving them charts of their own", folded.sum())
-        alone |= folded
+    with clock("unwrap"):
+        charts = box_charts(vertices, faces)
+        folded = folded_faces(
+            torch.from_numpy(charts.uv).to(device),
+            torch.from_numpy(charts.faces).to(device),
+            torch.from_numpy(charts.face_chart).to(device),
+        ).cpu().numpy()
+        if folded.any():
+            logger.debug("texture: %d faces fold over their chart; giving them charts of their own", folded.sum())
+            charts = box_charts(vertices, faces, alone=folded)
+        try:
+            uv = pack(charts, size, PADDING)
+        except AtlasTooSmallError as error:
+            raise InvalidOptionError(str(error)) from error
+    with clock("rasterise"):
+        uv_faces = torch.from_numpy(charts.faces).to(device)
+        raster = rasterise(torch.from_numpy(uv).to(device), uv_faces, size)
     with clock("rasterise"):
         positions = torch.from_numpy(vertices).to(device).double()[torch.from_numpy(charts.vertex_map).to(device)]
         corners = positions[uv_faces[raster.faces]]  # (T, 3 corners, 3)

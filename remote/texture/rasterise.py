@@ -1,7 +1,7 @@
 """UV triangles -> for each texel of the atlas, the face it shows and where on that face (plain torch).
 
 No OpenGL: each face enumerates the texel centres in its UV bounding box, grown by `margin`, and
-keeps those within `margin` texels of it; a texel claimed by several faces goes to the one its
+keeps those within `margin` texels of its edge lines (further just beyond a sharp corner); a texel claimed by several faces goes to the one its
 centre lies deepest inside (then the highest face index). So texels just outside a chart's edge
 still get the nearest surface point (barycentric weights clamped onto the face), which is what
 bilinear filtering reads there. The edge tests run in float64 and every step is a separate
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 
 MARGIN = 1.0  # texels: centres this close outside a face still take its colour
-INSIDE = 1e-3  # texels: a centre this deep inside two faces means they overlap
 FACE_BITS = 25  # face index in the low bits of the per-texel key
 SCORE_STEPS = 4096  # per texel of depth, in the key's high bits
 CANDIDATE_CHUNK = 1 << 22  # (face, texel) pairs handled at once: bounds memory at 2048^2
@@ -32,7 +31,6 @@ class Raster:
     faces: torch.Tensor  # int64 (T,)
     weights: torch.Tensor  # float64 (T, 3): barycentric, >= 0, summing to 1
     inside: torch.Tensor  # bool (T,): the centre lies on the face, not in the margin around it
-    overlapping: torch.Tensor  # bool (F,): faces with a texel centre inside another face too
 
 
 def rasterise(uv: torch.Tensor, faces: torch.Tensor, size: int, margin: float = MARGIN) -> Raster:
@@ -50,22 +48,12 @@ def rasterise(uv: torch.Tensor, faces: torch.Tensor, size: int, margin: float = 
     lines = _edge_lines(corners - low[:, None, :].double())
 
     best = torch.full((size * size,), -1, dtype=torch.int64, device=device)
-    claims = torch.zeros(size * size, dtype=torch.int32, device=device)
     for first, last in _chunks(counts):
         face, texel, depth = _candidates(lines, low, span, counts, first, last, size)
         keep = depth >= -margin
         face, texel, depth = face[keep], texel[keep], depth[keep]
         score = ((depth + margin) * SCORE_STEPS).floor().long()
         best.scatter_reduce_(0, texel, (score << FACE_BITS) | face, reduce="amax")
-        deep = depth > INSIDE
-        claims.scatter_add_(0, texel[deep], torch.ones_like(texel[deep], dtype=torch.int32))
-
-    overlapping = torch.zeros(face_count, dtype=torch.bool, device=device)
-    if bool((claims > 1).any()):
-        for first, last in _chunks(counts):
-            face, texel, depth = _candidates(lines, low, span, counts, first, last, size)
-            shared = (depth > INSIDE) & (claims[texel] > 1)
-            overlapping[face[shared]] = True
 
     texels = (best >= 0).nonzero().squeeze(1)
     winners = best[texels] & ((1 << FACE_BITS) - 1)
@@ -75,7 +63,7 @@ def rasterise(uv: torch.Tensor, faces: torch.Tensor, size: int, margin: float = 
     weights = edges.roll(-1, dims=1).clamp_min(0)  # the weight of corner k is the edge facing it
     weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-300)
     inside = (edges >= 0).all(dim=1)
-    return Raster(texels=texels, faces=winners, weights=weights, inside=inside, overlapping=overlapping)
+    return Raster(texels=texels, faces=winners, weights=weights, inside=inside)
 
 
 def _twice_area(corners: torch.Tensor) -> torch.Tensor:

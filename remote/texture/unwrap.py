@@ -7,8 +7,8 @@ charts of a 50k-face mesh on this project's 2-core CPU (docs/performance.md), ag
 side its normal points to most keeps its orientation (counter-clockwise in UV, like its winding) and
 at least 1/sqrt(3) of its area, so no face degenerates and texel density varies at most 1.7x.
 
-A connected patch of such faces can still fold over itself in projection (a spiral ramp); the
-rasteriser finds texels covered twice and `split_faces` gives those faces charts of their own.
+A connected patch of such faces can still fold over itself in projection (a spiral ramp): folds.py
+finds the faces that overlap, and `box_charts(alone=...)` gives them charts of their own.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 TEXTURE_SIZES = (512, 1024, 2048)
 DEFAULT_IMAGE_FORMAT = "jpeg"
-PADDING = 2  # texels of gutter on every side of a chart
 
 
 @dataclass
@@ -128,7 +127,7 @@ def bake_atlas(
             logger.debug("texture: %d faces fold over their chart; giving them charts of their own", folded.sum())
             charts = box_charts(vertices, faces, alone=folded)
         try:
-            uv = pack(charts, size, PADDING)
+            uv = pack(charts, size)
         except AtlasTooSmallError as error:
             raise InvalidOptionError(str(error)) from error
     with clock("rasterise"):

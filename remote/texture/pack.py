@@ -13,6 +13,9 @@ import numpy as np
 from remote.texture.unwrap import Charts
 
 BISECTION_STEPS = 30
+PADDING = 2  # texels of gutter on every side of a chart: bilinear reads and the first mip levels
+NARROW_PADDING = 1  # for meshes of very many small charts, whose gutters would take the atlas
+GUTTER_SHARE = 0.25  # the most of the atlas that the smallest possible boxes may take at PADDING
 
 
 class AtlasTooSmallError(ValueError):
@@ -26,8 +29,16 @@ def chart_of_uv_vertices(charts: Charts) -> np.ndarray:
     return chart
 
 
-def pack(charts: Charts, size: int, padding: int = 2) -> np.ndarray:
+def choose_padding(count: int, size: int) -> int:
+    """PADDING, or NARROW_PADDING where `count` charts' gutters alone would fill much of the atlas
+    (a froth of small pieces, as random weights give)."""
+    return PADDING if count * (2 * PADDING + 1) ** 2 <= GUTTER_SHARE * size * size else NARROW_PADDING
+
+
+def pack(charts: Charts, size: int, padding: int | None = None) -> np.ndarray:
     """(U, 2) float32 UVs in 0..1 (v down, as glTF reads images) for the charts in one atlas."""
+    if padding is None:
+        padding = choose_padding(charts.count, size)
     chart = chart_of_uv_vertices(charts)
     uv = charts.uv.copy()
     low, high = _bounds(uv, chart, charts.count)

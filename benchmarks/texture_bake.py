@@ -4,7 +4,8 @@
         --sizes 512 1024 2048 --resolution 256 --target-faces 50000 --runs 10 --json
 
 For each scene (full-size random weights, or the fitted scene: the chair image's field fitted to the
-analytic shape, as benchmarks/pipeline.py --random-weights [--fitted-scene] builds them) the mesh is
+analytic shape, as benchmarks/pipeline.py --random-weights [--fitted-scene] builds them; or the
+analytic field itself, no model) the mesh is
 extracted once as the pipeline does (band method, decimated to --target-faces), then for each atlas
 size and image format the bake is timed per stage (median of warm runs): unwrap, rasterise,
 texture_color (field query), dilate, encode, and glb (textured_mesh_to_glb); plus peak GPU memory.
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pipeline as pipeline_benchmark  # noqa: E402  (benchmarks/pipeline.py)
+from analytic_field import AnalyticField  # noqa: E402
 from remote.extraction import extract_mesh, field_colors  # noqa: E402
 from remote.glb import textured_mesh_to_glb  # noqa: E402
 from remote.pipeline import Pipeline  # noqa: E402
@@ -61,6 +63,9 @@ def main() -> None:
     device = resolve_device(args.device)
     report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "scenes": {}}
     for scene in args.scenes:
+        if scene == "analytic":
+            report["scenes"][scene] = run_scene(args, scene, None, device)
+            continue
         with tempfile.TemporaryDirectory() as folder:
             fit_image = Path(args.image) if scene == "fitted" else None
             model_dir = pipeline_benchmark.save_random_model(Path(folder), 3.0, fit_image, device)
@@ -73,12 +78,15 @@ def main() -> None:
         print(json.dumps(report))
 
 
-def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline, device: torch.device) -> dict:
+def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, device: torch.device) -> dict:
     image_path = Path(args.image)
-    choice = argparse.Namespace(random_weights=True, fitted_scene=scene == "fitted", resolution=args.resolution)
-    threshold = pipeline_benchmark.choose_threshold(choice, pipeline, image_path)
-    scene_code = pipeline_benchmark.scene_code_for(pipeline, image_path)
-    field = pipeline.model.field(scene_code)
+    if pipeline is None:  # the analytic scene: no model, sharp red/blue colours (JPEG's worst case)
+        threshold = pipeline_benchmark.FITTED_THRESHOLD
+        field = AnalyticField(threshold=threshold, device=str(device))
+    else:
+        choice = argparse.Namespace(random_weights=True, fitted_scene=scene == "fitted", resolution=args.resolution)
+        threshold = pipeline_benchmark.choose_threshold(choice, pipeline, image_path)
+        field = pipeline.model.field(pipeline_benchmark.scene_code_for(pipeline, image_path))
     sync = lambda: pipeline_benchmark._sync(device)  # noqa: E731
     with torch.inference_mode():
         timings: dict[str, float] = {}
@@ -97,7 +105,7 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline, device: 
         figures["quality"] = quality(mesh, field, size, args.formats)
         print(f"  {size} quality: {figures['quality']}", flush=True)
         result["sizes"][size] = figures
-    if args.whole:
+    if args.whole and pipeline is not None:
         result["whole"] = time_whole(args, pipeline, image_path, threshold, device, sync)
         print(f"  whole textured request: {result['whole']}", flush=True)
     return result
@@ -224,7 +232,8 @@ def print_table(report: dict) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted"), default=["random", "fitted"])
+    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic"), default=["random", "fitted"],
+                        help="analytic: tests/analytic_field.py itself, no model (sharp colour edges)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 512, 2048])
     parser.add_argument("--formats", nargs="+", choices=("jpeg", "png"), default=["jpeg", "png"])
     parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))

@@ -13,6 +13,10 @@
 - Material: one white, rough, non-metallic PBR material; glTF multiplies its base colour by COLOR_0,
   so the vertex colours are what shows (Blender's importer links a Color Attribute node straight
   into the Principled BSDF's Base Color for a primitive with COLOR_0).
+- Textured (textured_mesh_to_glb, a mesh baked by remote/texture/): TEXCOORD_0 instead of COLOR_0,
+  the PNG or JPEG embedded in the BIN chunk (a bufferView after the accessors' views), and material
+  "texture" whose baseColorTexture is that image (Blender's importer makes an Image Texture node
+  feeding Base Color, the image packed in the .blend). The vertex-colour file is unchanged by it.
 
 The GLB is written here (glTF 2.0 binary: a 12-byte header, a JSON chunk, a BIN chunk) rather than
 by trimesh's exporter, which took 40-70 ms for 135k vertices (benchmarks/glb_export.py, on a 2-core

@@ -2,12 +2,15 @@
 
 The stages, each timed under its own name in `timings`:
 
-- "unwrap": box-projection charts (unwrap.py) packed into one square atlas (pack.py), on the CPU.
+- "unwrap": box-projection charts (unwrap.py, CPU), folded faces split off (folds.py, the field's
+  device), packed into one square atlas (pack.py, CPU).
 - "rasterise": the face and surface point behind every texel (rasterise.py), on the field's device.
 - "texture_color": the colour field at those points, through the same query as the vertex
   colours (extraction.field_colors: the fused kernel on the GPU fast path), in sRGB.
 - "dilate": the empty texels filled from the charts (dilate.py).
-- "encode": PNG or JPEG bytes (encode.py).
+- "encode": PNG or JPEG bytes (encode.py). JPEG by default: on a field with real colour variation
+  it is several times smaller and faster to encode than PNG, well inside the 2% colour goal
+  (docs/performance.md).
 
 Faces that overlap another face of their chart (folds.py) get charts of their own before packing;
 a mesh of blobby shapes has few or none.

@@ -1,11 +1,12 @@
 """UV triangles -> for each texel of the atlas, the face it shows and where on that face (plain torch).
 
 No OpenGL: each face enumerates the texel centres in its UV bounding box, grown by `margin`, and
-keeps those within `margin` texels of its edge lines (further just beyond a sharp corner); a texel claimed by several faces goes to the one its
-centre lies deepest inside (then the highest face index). So texels just outside a chart's edge
-still get the nearest surface point (barycentric weights clamped onto the face), which is what
-bilinear filtering reads there. The edge tests run in float64 and every step is a separate
-elementwise op, so the CPU and a GPU give the same faces and the same points.
+keeps those within `margin` texels of its edge lines (a little further just beyond a sharp corner);
+a texel claimed by several faces goes to the one its centre lies deepest inside (then the highest
+face index). So texels just outside a chart's edge still get the nearest surface point (barycentric
+weights clamped onto the face), which is what bilinear filtering reads there. Depths are computed
+in each face's own small frame (float32), weights in float64, each step a separate elementwise op,
+so the CPU and a GPU give the same faces and the same points.
 
 Texel (row i, column j) has its centre at UV ((j + 0.5) / size, (i + 0.5) / size): row 0 is the
 image's top row, where glTF puts v = 0.

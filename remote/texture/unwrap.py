@@ -1,9 +1,9 @@
 """Mesh -> charts: each face projected onto the box side its normal faces most, one chart per
 connected patch of faces that share a side.
 
-Why a box projection and not xatlas: xatlas (MIT, PyPI `xatlas` 0.0.11) took 10-12 s to compute the
-charts of a 50k-face mesh on this project's 2-core CPU (docs/performance.md), against a budget of
-0.5 s for the whole textured request; a box projection takes milliseconds. Projecting a face onto the
+Why a box projection and not xatlas: xatlas (MIT) computes charts of a 50k-face mesh in seconds,
+many times the budget of the whole textured request, where a box projection takes milliseconds
+(docs/performance.md, benchmarks/xatlas_unwrap.py). Projecting a face onto the
 side its normal points to keeps its orientation (counter-clockwise in UV, like its winding); sides
 are chosen from the normals of a face's neighbourhood so that neighbours agree (fewer seams), but
 never one more than about 70 degrees from the face's own normal (a third of its area at least).
@@ -44,7 +44,7 @@ def face_sides(vertices: np.ndarray, faces: np.ndarray, smoothing: int = SMOOTHI
 
     The side is the one the face's neighbourhood (its normal averaged over `smoothing` rings of
     faces) points to most, among the sides its own normal is within ~70 degrees of: neighbours
-    then agree more often (fewer, larger charts: 235 -> 20 on the decimated analytic scene), and
+    then agree more often (fewer, larger charts, so fewer seams and less gutter), and
     every face still keeps its orientation and at least a third of its area in projection."""
     a, b, c = (vertices[faces[:, corner]].astype(np.float64) for corner in range(3))
     normals = np.cross(b - a, c - a)  # length: twice the area, so larger faces weigh more

@@ -67,10 +67,11 @@ class Bake:
 
 
 def check_texture_size(size: int) -> None:
-    """Refuse a texture size other than the allowed ones, naming them."""
+    """Refuse a texture size other than the allowed ones, naming them (0, vertex colours, is the
+    caller's to handle: there is nothing to bake then)."""
     if size not in TEXTURE_SIZES:
         raise InvalidOptionError(
-            f"texture_size must be one of {', '.join(map(str, TEXTURE_SIZES))} (got {size})."
+            f"texture_size must be one of {', '.join(map(str, TEXTURE_SIZES))}, or 0 for vertex colours (got {size})."
         )
 
 
@@ -136,11 +137,13 @@ def bake_atlas(
     with clock("rasterise"):
         uv_faces = torch.from_numpy(charts.faces).to(device)
         raster = rasterise(torch.from_numpy(uv).to(device), uv_faces, size)
-    with clock("rasterise"):
+        # The surface point behind each texel, one corner at a time (a (T, 3, 3) gather would be
+        # 300 MB at 2048^2).
         positions = torch.from_numpy(vertices).to(device).double()[torch.from_numpy(charts.vertex_map).to(device)]
-        corners = positions[uv_faces[raster.faces]]  # (T, 3 corners, 3)
-        weights = raster.weights
-        points = corners[:, 0] * weights[:, 0:1] + corners[:, 1] * weights[:, 1:2] + corners[:, 2] * weights[:, 2:3]
+        texel_faces = uv_faces[raster.faces]
+        points = positions[texel_faces[:, 0]] * raster.weights[:, 0:1]
+        for corner in (1, 2):
+            points = points + positions[texel_faces[:, corner]] * raster.weights[:, corner : corner + 1]
         points = points.float()
     with clock("texture_color"):
         colours = field_colors(field, points)

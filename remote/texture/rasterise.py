@@ -21,7 +21,7 @@ import torch
 MARGIN = 1.0  # texels: centres this close outside a face still take its colour
 FACE_BITS = 25  # face index in the low bits of the per-texel key
 SCORE_STEPS = 4096  # per texel of depth, in the key's high bits
-CANDIDATE_CHUNK = 1 << 22  # (face, texel) pairs handled at once: bounds memory at 2048^2
+CANDIDATE_CHUNK = 1 << 21  # (face, texel) pairs handled at once: about 250 MB of temporaries
 
 
 @dataclass

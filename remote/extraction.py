@@ -114,8 +114,7 @@ def extract_mesh(
             faces = torch.from_numpy(faces_np).to(field.device)
     check()
     with clock("color"):
-        colors = torch.cat([field.color(chunk).float() for chunk in vertices.split(chunk_points)])
-        colors = colors.nan_to_num(0.0).clamp(0.0, 1.0)
+        colors = field_colors(field, vertices, chunk_points)
         mesh = Mesh(
             vertices=vertices.cpu().numpy(),
             faces=faces.to(torch.int32).cpu().numpy(),
@@ -123,6 +122,15 @@ def extract_mesh(
             normals=vertex_normals(vertices, faces).cpu().numpy() if normals else None,
         )
     return mesh
+
+
+def field_colors(field: Field, points: torch.Tensor, chunk_points: int = 1 << 20) -> torch.Tensor:
+    """The field's sRGB colours (N, 3) at model-space points, float32 in 0..1 (NaN read as black),
+    queried `chunk_points` at a time: the vertex colours and the baked texture both come from here."""
+    if len(points) == 0:
+        return torch.zeros((0, 3), dtype=torch.float32, device=points.device)
+    colors = torch.cat([field.color(chunk).float() for chunk in points.split(chunk_points)])
+    return colors.nan_to_num(0.0).clamp(0.0, 1.0)
 
 
 def _validate(resolution: int, threshold: float, target_faces: int | None, method: str) -> None:

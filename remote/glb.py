@@ -13,6 +13,10 @@
 - Material: one white, rough, non-metallic PBR material; glTF multiplies its base colour by COLOR_0,
   so the vertex colours are what shows (Blender's importer links a Color Attribute node straight
   into the Principled BSDF's Base Color for a primitive with COLOR_0).
+- Textured (textured_mesh_to_glb, a mesh baked by remote/texture/): TEXCOORD_0 instead of COLOR_0,
+  the PNG or JPEG embedded in the BIN chunk (a bufferView after the accessors' views), and material
+  "texture" whose baseColorTexture is that image (Blender's importer makes an Image Texture node
+  feeding Base Color, the image packed in the .blend). The vertex-colour file is unchanged by it.
 
 The GLB is written here (glTF 2.0 binary: a 12-byte header, a JSON chunk, a BIN chunk) rather than
 by trimesh's exporter, which took 40-70 ms for 135k vertices (benchmarks/glb_export.py, on a 2-core
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -39,11 +43,14 @@ import torch
 
 from remote.extraction import Mesh, vertex_normals
 
+if TYPE_CHECKING:
+    from remote.texture.bake import TexturedMesh
+
 MODEL_TO_GLTF_AXES = [1, 2, 0]  # gltf x, y, z taken from model y, z, x
 GLTF_UNSIGNED_SHORT, GLTF_UNSIGNED_INT, GLTF_FLOAT = 5123, 5125, 5126
 GLTF_ARRAY_BUFFER, GLTF_ELEMENT_ARRAY_BUFFER = 34962, 34963
 GLTF_TRIANGLES = 4
-COMPONENTS = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 COMPONENT_DTYPES: dict[int, np.dtype] = {
     GLTF_UNSIGNED_SHORT: np.dtype("<u2"),
     GLTF_UNSIGNED_INT: np.dtype("<u4"),
@@ -56,6 +63,18 @@ MATERIAL = {
     "name": "vertex_colors",
     "pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 1.0},
     "doubleSided": False,
+}
+TEXTURE_MATERIAL = {
+    "name": "texture",
+    "pbrMetallicRoughness": {"baseColorTexture": {"index": 0}, "metallicFactor": 0.0, "roughnessFactor": 1.0},
+    "doubleSided": False,
+}
+GLTF_LINEAR, GLTF_LINEAR_MIPMAP_LINEAR, GLTF_CLAMP_TO_EDGE = 9729, 9987, 33071
+TEXTURE_SAMPLER = {
+    "magFilter": GLTF_LINEAR,
+    "minFilter": GLTF_LINEAR_MIPMAP_LINEAR,
+    "wrapS": GLTF_CLAMP_TO_EDGE,
+    "wrapT": GLTF_CLAMP_TO_EDGE,
 }
 
 
@@ -188,6 +207,11 @@ def mesh_to_glb(mesh: Mesh, *, normals: bool = True) -> bytes:
         "bufferViews": buffer_views,
         "buffers": [{"byteLength": len(binary)}],
     }
+    return _glb_container(gltf, binary)
+
+
+def _glb_container(gltf: dict[str, Any], binary: np.ndarray) -> bytes:
+    """The GLB file: header, JSON chunk (space-padded), BIN chunk (`binary`, already 4-byte padded)."""
     text = _padded(json.dumps(gltf, separators=(",", ":"), allow_nan=False).encode(), b" ")
     return b"".join(
         [
@@ -198,3 +222,102 @@ def mesh_to_glb(mesh: Mesh, *, normals: bool = True) -> bytes:
             binary.data,
         ]
     )
+
+
+def textured_mesh_to_glb(mesh: "TexturedMesh", *, normals: bool = False) -> bytes:
+    """One mesh with TEXCOORD_0 and one material whose baseColorTexture is the embedded image
+    (no COLOR_0); glTF axes as mesh_to_glb; NORMAL if `normals` (computed when the mesh has none).
+
+    The image keeps its sRGB bytes: glTF reads baseColorTexture as sRGB. The sampler asks for
+    trilinear mip-mapping and clamps at the edges (the atlas is not a tiling pattern)."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces)
+    uv = np.asarray(mesh.uv, dtype=np.float32)
+    count = len(vertices)
+    _check_faces(vertices, faces)
+    if uv.shape != (count, 2):
+        raise ValueError(f"uv must be (V, 2) like the vertices, got {uv.shape} for {count} vertices")
+    if not (np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1):
+        raise ValueError("uv must lie in 0..1")
+    if not mesh.image or mesh.mime_type not in ("image/png", "image/jpeg"):
+        raise ValueError(f"the texture must be PNG or JPEG bytes, got {mesh.mime_type!r}")
+    model_normals = None
+    if normals:
+        model_normals = mesh.normals
+        if model_normals is None:
+            model_normals = vertex_normals(torch.from_numpy(vertices), torch.from_numpy(faces)).numpy()
+        if model_normals.shape != vertices.shape:
+            raise ValueError(f"normals must be (V, 3) like the vertices, got {model_normals.shape}")
+
+    # (name, count, type, componentType, target); the image's view comes last and has no target.
+    layout = [
+        ("indices", 3 * len(faces), "SCALAR", GLTF_UNSIGNED_INT, GLTF_ELEMENT_ARRAY_BUFFER),
+        ("POSITION", count, "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
+        ("TEXCOORD_0", count, "VEC2", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
+    ]
+    if model_normals is not None:
+        layout.append(("NORMAL", count, "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER))
+    buffer_views: list[dict[str, Any]] = []
+    offset = 0
+    for _, items, kind, component_type, target in layout:
+        size = items * COMPONENTS[kind] * COMPONENT_DTYPES[component_type].itemsize
+        buffer_views.append({"buffer": 0, "byteOffset": offset, "byteLength": size, "target": target})
+        offset += size + -size % 4
+    buffer_views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(mesh.image)})
+    total = offset + len(mesh.image) + -len(mesh.image) % 4
+    binary = np.zeros(total, dtype=np.uint8)
+    arrays = {
+        name: np.frombuffer(binary, COMPONENT_DTYPES[component_type], items * COMPONENTS[kind], view["byteOffset"])
+        .reshape(items, COMPONENTS[kind])
+        for (name, items, kind, component_type, _), view in zip(layout, buffer_views)
+    }
+    np.copyto(arrays["indices"].reshape(-1, 3), faces, casting="unsafe")  # checked to be in 0..V-1 above
+    _write_gltf_axes(arrays["POSITION"], vertices)
+    arrays["TEXCOORD_0"][:] = uv
+    if model_normals is not None:
+        _write_gltf_axes(arrays["NORMAL"], model_normals)
+    binary[offset : offset + len(mesh.image)] = np.frombuffer(mesh.image, dtype=np.uint8)
+
+    positions = arrays["POSITION"]
+    low = [float(positions[:, axis].min()) for axis in range(3)]
+    high = [float(positions[:, axis].max()) for axis in range(3)]
+    if not np.isfinite(low + high).all():
+        raise ValueError("the mesh has non-finite vertex coordinates")
+    accessors: list[dict[str, Any]] = [
+        {"bufferView": index, "componentType": component_type, "count": items, "type": kind}
+        for index, (_, items, kind, component_type, _) in enumerate(layout)
+    ]
+    accessors[1].update(min=low, max=high)
+    primitive = {
+        "attributes": {name: index for index, (name, *_) in enumerate(layout) if name != "indices"},
+        "indices": 0,
+        "mode": GLTF_TRIANGLES,
+        "material": 0,
+    }
+    gltf = {
+        "asset": {"version": "2.0", "generator": GENERATOR},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": "object", "mesh": 0}],
+        "meshes": [{"name": "object", "primitives": [primitive]}],
+        "materials": [TEXTURE_MATERIAL],
+        "textures": [{"sampler": 0, "source": 0}],
+        "samplers": [TEXTURE_SAMPLER],
+        "images": [{"name": "texture", "bufferView": len(layout), "mimeType": mesh.mime_type}],
+        "accessors": accessors,
+        "bufferViews": buffer_views,
+        "buffers": [{"byteLength": len(binary)}],
+    }
+    return _glb_container(gltf, binary)
+
+
+def _check_faces(vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Refuse vertices and faces a glTF primitive cannot hold, saying which."""
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+        raise ValueError(f"faces must be (F, 3) integers, got {faces.dtype} {faces.shape}")
+    if len(faces) == 0:
+        raise ValueError("the mesh has no faces: a glTF primitive needs at least one triangle")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise ValueError(f"faces index vertices outside 0..{len(vertices) - 1}")

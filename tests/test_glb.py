@@ -37,7 +37,7 @@ def _gltf_json(data: bytes) -> dict:
     return json.loads(data[20 : 20 + length])
 
 
-GLTF_COMPONENTS = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+GLTF_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 GLTF_DTYPES = {5123: np.dtype("<u2"), 5125: np.dtype("<u4"), 5126: np.dtype("<f4")}
 
 

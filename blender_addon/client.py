@@ -34,6 +34,7 @@ DOWNLOADING = "downloading"
 Progress = Callable[[str, float | None], None]  # (stage, fraction done 0..1 or None)
 
 CHUNK = 64 * 1024
+CANCEL_POLL_S = 0.05  # how soon Cancel shuts a request's socket
 MAX_RETRY_WAIT_S = 10.0
 HEALTH_TIMEOUT_S = 60.0  # a cold Modal container may hold the first request this long
 RETRYABLE_503 = ("busy", "loading", "")  # "" : a proxy or gateway's 503 without our JSON body
@@ -144,9 +145,11 @@ class _HTTPSHandler(_RemembersConnection, urllib.request.HTTPSHandler):
 
 def _close_on_cancel(request: Any, cancel: threading.Event, finished: threading.Event) -> None:
     """Shut the request's socket when `cancel` is set: the server sees the client leave and stops
-    the job, and the thread blocked waiting for the answer wakes up at once."""
-    while not finished.is_set():
-        if cancel.wait(0.1):
+    the job, and the thread blocked waiting for the answer wakes up at once. Returns as soon as
+    `finished` is set, so the request can join this thread (Blender 4.2 crashes on exit if a
+    thread of ours is still alive then)."""
+    while not finished.wait(CANCEL_POLL_S):
+        if cancel.is_set():
             sock = getattr(getattr(request, "connection", None), "sock", None)
             if sock is not None:
                 try:
@@ -313,8 +316,10 @@ class Client:
         if self.compress:
             request.add_header("Accept-Encoding", "gzip")
         finished = threading.Event()
+        watcher = None
         if cancel is not None:
-            threading.Thread(target=_close_on_cancel, args=(request, cancel, finished), daemon=True).start()
+            watcher = threading.Thread(target=_close_on_cancel, args=(request, cancel, finished), daemon=True)
+            watcher.start()
         try:
             with self._opener.open(request, timeout=timeout) as response:
                 body = _read(response, cancel, progress)
@@ -340,6 +345,8 @@ class Client:
             ) from error
         finally:
             finished.set()
+            if watcher is not None:
+                watcher.join()
 
     def _body_limit(self, size: int, content_type: str) -> int | None:
         """The server's upload limit, asked without uploading: the size is declared and nothing

@@ -35,7 +35,8 @@ from remote.preprocess import (
 )
 
 BAND_PIXELS = 1 << 22  # crop pixels composited at a time: bounds the float copies (64 MB) of a large photo
-GREY = 127 / 255  # upstream's transparent pixel: 0.5 composited and truncated to uint8 127
+# upstream's transparent pixel (0.5 composited and truncated to uint8 127), the float32 the CPU path uses
+GREY = float(np.float32(127) / np.float32(255))
 
 
 def prepare_image_tensor(
@@ -112,10 +113,10 @@ def resize_framed_tensor(rgba: torch.Tensor, framing: Framing, size: int) -> tor
             alpha = values[:, :, 3:4]
             composite = values[:, :, :3] * alpha + (1 - alpha) * 0.5
             grey_bytes = (composite * 255.0).to(torch.uint8)
-            offset = grey_bytes.to(torch.float32) / 255.0 - np.float32(GREY)  # (band, w, 3)
+            offset = grey_bytes.to(torch.float32) / 255.0 - GREY  # (band, w, 3)
             torch.matmul(offset.permute(2, 0, 1), cols.T, out=partial[:, start:stop])
         resized = rows @ partial  # (3, size, size)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     # Every row of the weights sums to 1 (up to rounding): the grey base is grey.
-    return (resized + np.float32(GREY)).permute(1, 2, 0).contiguous()
+    return (resized + GREY).permute(1, 2, 0).contiguous()

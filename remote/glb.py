@@ -374,7 +374,7 @@ def compact_mesh_to_glb(mesh: Mesh, grid: tuple[int, float] | None = None) -> by
       it (or for a vertex outside the cube) the bounding box is centred and spans -32767..32767.
     - COLOR_0 normalised 16-bit linear, snapped to sRGB bytes (`srgb_byte_linear_ushort`).
     - uint32 indices (the mesh has more than 65,536 vertices).
-    Blender's importer (2.91 onwards, so every 4.2+) reads KHR_mesh_quantization and puts the
+    Blender's importer (supported since glTF-Blender-IO 5f8d28f5, August 2020; in v4.2.0) reads KHR_mesh_quantization and puts the
     node's scale and translation on the object; the add-on bakes the object's transform into the
     mesh when it places it. The file is half the size of mesh_to_glb's under gzip.
     """

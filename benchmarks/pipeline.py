@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import gzip
 import json
 import statistics
 import sys
@@ -111,6 +112,7 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     report["vertices"], report["faces"], report["glb_bytes"] = (
         result.vertex_count, result.face_count, len(result.glb)
     )
+    report["glb_gzip_bytes"] = len(gzip.compress(result.glb, 1, mtime=0))  # on the wire: the server's gzip level
 
     if args.profile:
         import cProfile
@@ -382,7 +384,8 @@ def print_table(report: dict) -> None:
         print(f"peak GPU memory (ours, weights included): {report['peak_gpu_bytes'] / 2**30:.2f} GiB")
     if report.get("reference_peak_gpu_bytes") is not None:
         print(f"peak GPU memory (reference): {report['reference_peak_gpu_bytes'] / 2**30:.2f} GiB")
-    print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB")
+    print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB "
+          f"({report['glb_gzip_bytes'] / 1e6:.2f} MB gzipped)")
     print(f"band: coarse stride {report['coarse_stride']}, log margin {report['band_margin']}; "
           f"transformer {report['transformer_dtype']} (patch embedding, proj_in/out float32); CUDA graph {report['cuda_graph']}, "
           f"fused field {report['fused_field']}")

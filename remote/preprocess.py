@@ -336,11 +336,19 @@ def frame_object(alpha: np.ndarray, foreground_ratio: float) -> Framing:
     rows = np.flatnonzero(alpha.any(axis=1))
     cols = np.flatnonzero(alpha.any(axis=0))
     if rows.size == 0:
+        return frame_bounds(None, foreground_ratio)
+    return frame_bounds((int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])), foreground_ratio)
+
+
+def frame_bounds(bounds: tuple[int, int, int, int] | None, foreground_ratio: float) -> Framing:
+    """`frame_object` from the first and last rows and columns with alpha > 0 (top, bottom, left,
+    right; None when there are none), however they were found."""
+    if bounds is None:
         raise NoForegroundError(
             "No object was found in the image (it is fully transparent, or background removal kept "
             "nothing); use an image with a clear subject, or remove_background=never."
         )
-    top_row, bottom_row, left_col, right_col = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    top_row, bottom_row, left_col, right_col = bounds
     height, width = bottom_row - top_row, right_col - left_col
     if height == 0 or width == 0:
         raise NoForegroundError(

@@ -10,7 +10,6 @@ drive the same GenerateJob/advance code the modal operator calls on each tick.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ import trimesh
 from PIL import Image
 
 from conftest import BLENDER_PYTHON, EXAMPLES
+from glb_reader import read_glb
 from live_server import ROOT, free_port, live_server
 
 TOKEN = "addon-test-token"
@@ -54,8 +54,9 @@ def chair_vertices(server) -> np.ndarray:
     response = requests.post(f"{server}/v1/generate", params=OPTIONS, data=CHAIR.read_bytes(), timeout=120,
                              headers={"Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"})
     response.raise_for_status()
-    (mesh,) = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry.values()
-    return np.asarray(mesh.vertices, dtype=np.float32)
+    # read_glb dequantises the compact GLB's positions and applies its node's scale and translation,
+    # which the add-on must bake into the mesh (trimesh would return the stored integers)
+    return read_glb(response.content).positions.astype(np.float32)
 
 
 def sorted_rows(points: np.ndarray) -> np.ndarray:

@@ -1,0 +1,69 @@
+"""PNG decode: Pillow (what load_image uses) against OpenCV's imdecode (installed with rembg) and
+pyspng (libspng; not a dependency: `uv run --with pyspng==0.1.4 python benchmarks/png_decode.py`),
+on the images of benchmarks/preprocess_device.py. Median ms of warm runs, one thread each, and
+whether each decoder's pixels equal Pillow's (OpenCV's in BGRA order, compared as such).
+
+    uv run python benchmarks/png_decode.py [--runs 15] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import PIL.Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from preprocess_device import images  # noqa: E402
+
+
+def median_ms(function: Callable[[], Any], runs: int) -> tuple[Any, float]:
+    result = function()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = function()
+        times.append((time.perf_counter() - start) * 1000)
+    return result, statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    try:
+        import pyspng  # type: ignore[import-not-found]
+    except ImportError:
+        pyspng = None
+    rows = []
+    for name, data in images().items():
+        pillow, pillow_ms = median_ms(lambda: np.asarray(PIL.Image.open(io.BytesIO(data))), args.runs)
+        opencv, opencv_ms = median_ms(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), args.runs)
+        bgra = pillow[..., [2, 1, 0, 3]] if pillow.shape[-1] == 4 else pillow[..., ::-1]
+        row = {"image": name, "shape": list(pillow.shape), "pillow_ms": round(pillow_ms, 2),
+               "opencv_ms": round(opencv_ms, 2), "opencv_same": bool(np.array_equal(bgra, opencv))}
+        if pyspng is not None:
+            spng, spng_ms = median_ms(lambda: pyspng.load(data), args.runs)
+            row |= {"pyspng_ms": round(spng_ms, 2), "pyspng_same": bool(np.array_equal(pillow, spng))}
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"images": rows}))
+        return
+    for row in rows:
+        extra = f" pyspng {row['pyspng_ms']:8.2f} (same {row['pyspng_same']})" if "pyspng_ms" in row else ""
+        print(f"{row['image']:26s} {'x'.join(map(str, row['shape'])):>12s} pillow {row['pillow_ms']:8.2f} "
+              f"opencv {row['opencv_ms']:8.2f} (same {row['opencv_same']}){extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""`prepare_image` on the model's device: the same crop, padding, grey composite and antialiased
+resize, from the uint8 picture uploaded as it is (4 bytes a pixel instead of the float32 input's 12
+at 512², and none of the CPU's float work).
+
+Steps, all on `device` once the uint8 RGBA is there: find the rows and columns with alpha > 0 (one
+host synchronisation, for the five numbers that decide the crop: it has to be known to slice, and an
+empty image must be refused), crop, composite over grey in float32 with upstream's truncation to
+uint8 (elementwise, one operation a kernel, so no fused multiply-add changes a rounding: the bytes
+are the CPU path's), then resample the crop's difference from grey with the resize's own weight
+matrices (`antialias_weights`, built on the host from the framing, dense, cropped to the crop's rows
+and columns) as two matrix products, a band of 4M pixels at a time (so a 16 MP photo does not
+need a gigabyte of float copies on the GPU). The products run in float32 with TF32 off (the CPU path
+accumulates in float64): the input matches the CPU path's to about 1e-6 (tests/test_preprocess_torch.py).
+Background removal, when needed, stays rembg's on the CPU (`_cut_out`), as upstream.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import PIL.Image
+import torch
+
+from remote.preprocess import (
+    MODEL_INPUT_SIDE,
+    BackgroundRemover,
+    Framing,
+    _check_options,
+    _cut_out,
+    antialias_weights,
+    frame_bounds,
+    normalise_mode,
+)
+
+BAND_PIXELS = 1 << 22  # crop pixels composited at a time: bounds the float copies (64 MB) of a large photo
+# upstream's transparent pixel (0.5 composited and truncated to uint8 127), the float32 the CPU path uses
+GREY = float(np.float32(127) / np.float32(255))
+
+
+def prepare_image_tensor(
+    image: PIL.Image.Image,
+    *,
+    device: torch.device | str,
+    remove_background: str = "auto",
+    foreground_ratio: float = 0.85,
+    remover: BackgroundRemover | None = None,
+    size: int = MODEL_INPUT_SIDE,
+) -> torch.Tensor:
+    """`prepare_image`'s float32 (size, size, 3) model input, computed on `device` (same options)."""
+    _check_options(remove_background, foreground_ratio)
+    cut = _cut_out(normalise_mode(image), remove_background, remover)
+    with warnings.catch_warnings():  # Pillow's array is read-only; it is only read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        rgba = torch.from_numpy(np.asarray(cut)).to(device, non_blocking=True)
+    return prepare_rgba_tensor(rgba, foreground_ratio=foreground_ratio, size=size)
+
+
+def prepare_rgba_tensor(rgba: torch.Tensor, *, foreground_ratio: float = 0.85, size: int = MODEL_INPUT_SIDE) -> torch.Tensor:
+    """uint8 (H, W, 4) cut-out on any device -> float32 (size, size, 3) model input on that device."""
+    if rgba.dtype != torch.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"expected uint8 (H, W, 4), got {rgba.dtype} {tuple(rgba.shape)}")
+    framing = frame_bounds(alpha_bounds(rgba[:, :, 3]), foreground_ratio)
+    return resize_framed_tensor(rgba, framing, size)
+
+
+def alpha_bounds(alpha: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """First and last rows and columns with alpha > 0 (top, bottom, left, right), or None: one sync."""
+    mask = alpha > 0
+    rows, cols = mask.any(dim=1), mask.any(dim=0)
+    height, width = len(rows), len(cols)
+    ramp_rows = torch.arange(height, device=alpha.device)
+    ramp_cols = torch.arange(width, device=alpha.device)
+    numbers = torch.stack(
+        [
+            rows.any().long(),
+            torch.where(rows, ramp_rows, height).min(),
+            torch.where(rows, ramp_rows, -1).max(),
+            torch.where(cols, ramp_cols, width).min(),
+            torch.where(cols, ramp_cols, -1).max(),
+        ]
+    ).tolist()
+    if not numbers[0]:
+        return None
+    return numbers[1], numbers[2], numbers[3], numbers[4]
+
+
+@functools.lru_cache(maxsize=64)
+def _weights(side: int, size: int, start: int, length: int) -> np.ndarray:
+    """Rows start..start+length of the (size, side) resize matrix, dense float32 (size, length)."""
+    matrix = antialias_weights(side, size)[:, start : start + length]
+    return np.asarray(matrix.todense(), dtype=np.float32)
+
+
+def resize_framed_tensor(rgba: torch.Tensor, framing: Framing, size: int) -> torch.Tensor:
+    """`resize_framed` on rgba's device: float32 (size, size, 3)."""
+    device = rgba.device
+    height = framing.bottom_row - framing.top_row
+    width = framing.right_col - framing.left_col
+    rows = torch.from_numpy(_weights(framing.side, size, framing.top, height)).to(device, non_blocking=True)
+    cols = torch.from_numpy(_weights(framing.side, size, framing.left, width)).to(device, non_blocking=True)
+    partial = torch.empty((3, height, size), dtype=torch.float32, device=device)  # crop rows resampled along x
+    band = max(1, BAND_PIXELS // width)
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would move the input by ~1e-3
+    try:
+        for start in range(0, height, band):
+            stop = min(start + band, height)
+            crop = rgba[framing.top_row + start : framing.top_row + stop, framing.left_col : framing.right_col]
+            # Upstream's composite, operation by operation as numpy does it in float32, then truncated.
+            values = crop.to(torch.float32) / 255.0
+            alpha = values[:, :, 3:4]
+            composite = values[:, :, :3] * alpha + (1 - alpha) * 0.5
+            grey_bytes = (composite * 255.0).to(torch.uint8)
+            offset = grey_bytes.to(torch.float32) / 255.0 - GREY  # (band, w, 3)
+            torch.matmul(offset.permute(2, 0, 1), cols.T, out=partial[:, start:stop])
+        resized = rows @ partial  # (3, size, size)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    # Every row of the weights sums to 1 (up to rounding): the grey base is grey.
+    return (resized + GREY).permute(1, 2, 0).contiguous()

@@ -104,16 +104,20 @@ def resize_framed_tensor(rgba: torch.Tensor, framing: Framing, size: int) -> tor
     band = max(1, BAND_PIXELS // width)
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would move the input by ~1e-3
+    # A divisor on the device: PyTorch's CUDA kernel turns division by a Python number into a
+    # multiplication by its reciprocal, which rounds differently from numpy's division and flips
+    # some truncated bytes by one.
+    byte_scale = torch.tensor(255.0, dtype=torch.float32, device=device)
     try:
         for start in range(0, height, band):
             stop = min(start + band, height)
             crop = rgba[framing.top_row + start : framing.top_row + stop, framing.left_col : framing.right_col]
             # Upstream's composite, operation by operation as numpy does it in float32, then truncated.
-            values = crop.to(torch.float32) / 255.0
+            values = crop.to(torch.float32) / byte_scale
             alpha = values[:, :, 3:4]
             composite = values[:, :, :3] * alpha + (1 - alpha) * 0.5
             grey_bytes = (composite * 255.0).to(torch.uint8)
-            offset = grey_bytes.to(torch.float32) / 255.0 - GREY  # (band, w, 3)
+            offset = grey_bytes.to(torch.float32) / byte_scale - GREY  # (band, w, 3)
             torch.matmul(offset.permute(2, 0, 1), cols.T, out=partial[:, start:stop])
         resized = rows @ partial  # (3, size, size)
     finally:

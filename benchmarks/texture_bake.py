@@ -18,8 +18,8 @@ Quality, per size (no timing):
 - unclaimed taps: the share of those bilinear reads' texels that no face claimed (only dilation
   coloured them): a seam without colour would show here.
 
-`--whole` also times the whole textured request at the first size, as the pipeline will run it once
-wired: decode, preprocess, model pass, extraction with decimation, bake, GLB.
+`--whole` also times the whole textured request at the first size through Pipeline.generate with
+texture_size (JPEG): decode, preprocess, model pass, extraction with decimation, bake, GLB.
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ import pipeline as pipeline_benchmark  # noqa: E402  (benchmarks/pipeline.py)
 from analytic_field import AnalyticField  # noqa: E402
 from remote.extraction import extract_mesh, field_colors  # noqa: E402
 from remote.glb import textured_mesh_to_glb  # noqa: E402
-from remote.pipeline import Pipeline  # noqa: E402
-from remote.preprocess import load_image, prepare_image  # noqa: E402
+from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
 from remote.texture import bake_texture  # noqa: E402
 from remote.texture.bake import bake_atlas  # noqa: E402
 from remote.texture.encode import to_bytes  # noqa: E402
@@ -180,34 +179,27 @@ def quality(mesh, field, size: int, formats: list[str]) -> dict:
 
 
 def time_whole(args, pipeline: Pipeline, image_path: Path, threshold: float, device: torch.device, sync) -> dict:
-    """The whole textured request, image file to GLB bytes, as the pipeline will run it."""
+    """The whole textured request, image file to GLB bytes: Pipeline.generate with texture_size (the
+    product's path: JPEG, the stages as Server-Timing reports them)."""
     size = args.sizes[0]
+    options = GenerateOptions(resolution=args.resolution, threshold=threshold, remove_background="never",
+                              target_faces=args.target_faces, texture_size=size)  # fmt: skip
     totals: list[float] = []
     stages: dict[str, list[float]] = {}
     for index in range(args.warmup + args.runs):
-        timings: dict[str, float] = {}
         sync()
         start = time.perf_counter()
-        prepared = prepare_image(load_image(image_path), remove_background="never")
-        with torch.inference_mode():
-            scene_code = pipeline.scene_code(torch.from_numpy(prepared).to(device)[None])
-            sync()
-            timings["decode_preprocess_model"] = time.perf_counter() - start
-            field = pipeline.model.field(scene_code)
-            mesh = extract_mesh(field, resolution=args.resolution, threshold=threshold,
-                                target_faces=args.target_faces, normals=False, timings=timings, sync=sync)  # fmt: skip
-            textured = bake_texture(mesh, field, size=size, image_format=args.formats[0], timings=timings, sync=sync)
-        glb_start = time.perf_counter()
-        textured_mesh_to_glb(textured)
-        timings["glb"] = time.perf_counter() - glb_start
+        result = pipeline.generate(image_path, options)
+        sync()
         if index >= args.warmup:
             totals.append(time.perf_counter() - start)
-            for stage, seconds in timings.items():
+            for stage, seconds in result.timings.items():
                 stages.setdefault(stage, []).append(seconds)
     return {
         "size": size,
-        "format": args.formats[0],
+        "format": "jpeg",
         "total_s": statistics.median(totals),
+        "glb_bytes": len(result.glb),
         "stages": {stage: statistics.median(values) for stage, values in stages.items()},
     }
 

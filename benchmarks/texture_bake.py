@@ -101,6 +101,8 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
             print(f"  {size} {image_format}: " + ", ".join(
                 f"{k} {v * 1000:.1f} ms" for k, v in figures[image_format]["stages"].items()
             ) + f", {figures[image_format]['glb_bytes'] / 1e6:.2f} MB", flush=True)
+        figures["unwrap_parts_ms"] = unwrap_parts(args, mesh, field, size, sync)
+        print(f"  {size} unwrap parts (ms): {figures['unwrap_parts_ms']}", flush=True)
         figures["quality"] = quality(mesh, field, size, args.formats)
         print(f"  {size} quality: {figures['quality']}", flush=True)
         result["sizes"][size] = figures
@@ -108,6 +110,43 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
         result["whole"] = time_whole(args, pipeline, image_path, threshold, device, sync)
         print(f"  whole textured request: {result['whole']}", flush=True)
     return result
+
+
+def unwrap_parts(args, mesh, field, size: int, sync) -> dict:
+    """The unwrap stage's parts, median of warm runs (ms): charts (box_charts: sides, adjacency,
+    components, the UV copies), folds (folds.py on the field's device), charts_again (the second pass
+    for folded faces, reusing sides and adjacency; 0 without folds), pack (shelves, on the CPU)."""
+    from remote.texture.folds import folded_faces
+    from remote.texture.pack import pack
+    from remote.texture.unwrap import box_charts
+
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    device = field.device
+    runs: dict[str, list[float]] = {}
+    for index in range(args.warmup + args.runs):
+        parts: dict[str, float] = {}
+        start = time.perf_counter()
+        charts = box_charts(vertices, faces)
+        parts["charts"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            folded = folded_faces(torch.from_numpy(charts.uv).to(device), torch.from_numpy(charts.faces).to(device),
+                                  torch.from_numpy(charts.face_chart).to(device)).cpu().numpy()  # fmt: skip
+        sync()
+        parts["folds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if folded.any():
+            charts = box_charts(vertices, faces, alone=folded, like=charts)
+        parts["charts_again"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pack(charts, size)
+        parts["pack"] = time.perf_counter() - start
+        if index >= args.warmup:
+            for name, seconds in parts.items():
+                runs.setdefault(name, []).append(seconds)
+    result = {name: round(statistics.median(values) * 1000, 1) for name, values in runs.items()}
+    return {**result, "charts_count": charts.count, "folded_faces": int(folded.sum())}
 
 
 def time_bake(args, mesh, field, size: int, image_format: str, device: torch.device, sync) -> dict:
@@ -208,7 +247,7 @@ def print_table(report: dict) -> None:
     print(f"\ndevice: {report['device']}")
     for scene, result in report["scenes"].items():
         print(f"\n{scene}: {result['faces']} faces, {result['vertices']} vertices")
-        formats = [name for name in next(iter(result["sizes"].values())) if name != "quality"]
+        formats = [name for name in next(iter(result["sizes"].values())) if name not in ("quality", "unwrap_parts_ms")]
         header = ["stage (ms)"] + [f"{size} {name}" for size in result["sizes"] for name in formats]
         print(" | ".join(header))
         for stage in (*STAGES, "total"):

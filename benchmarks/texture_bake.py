@@ -57,12 +57,36 @@ STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode", "glb")
 SURFACE_SAMPLES = 200_000
 
 
+class FrothField:
+    """A fragmented surface made on the CPU in seconds, like random weights' froth: a sum of random
+    plane waves (wave number about 40 per model unit) cut at zero; colours vary smoothly."""
+
+    radius = 0.87
+
+    def __init__(self, device: torch.device, waves: int = 24, frequency: float = 40.0, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        directions = torch.randn(waves, 3, generator=generator, dtype=torch.float64)
+        directions /= directions.norm(dim=1, keepdim=True)
+        scale = 0.5 + torch.rand(waves, 1, generator=generator, dtype=torch.float64)
+        self.device = device
+        self.waves = (directions * frequency * scale).float().to(device)
+        self.phases = (torch.rand(waves, generator=generator) * 6.2832).to(device)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        value = torch.sin(points @ self.waves.T + self.phases).sum(dim=1) / len(self.phases) ** 0.5
+        return torch.exp(3.0 * value) * 25.0  # threshold 25: the surface is value == 0
+
+    def color(self, points: torch.Tensor) -> torch.Tensor:
+        x, y, z = points.unbind(dim=1)
+        return torch.stack((torch.sin(7 * x), torch.sin(5 * y), torch.cos(6 * z)), dim=1) * 0.5 + 0.5
+
+
 def main() -> None:
     args = parse_args()
     device = resolve_device(args.device)
     report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "scenes": {}}
     for scene in args.scenes:
-        if scene == "analytic":
+        if scene in ("analytic", "froth"):
             report["scenes"][scene] = run_scene(args, scene, None, device)
             continue
         with tempfile.TemporaryDirectory() as folder:
@@ -79,7 +103,10 @@ def main() -> None:
 
 def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, device: torch.device) -> dict:
     image_path = Path(args.image)
-    if pipeline is None:  # the analytic scene: no model, sharp red/blue colours (JPEG's worst case)
+    if scene == "froth":  # no model: a fragmented surface, thousands of charts
+        threshold = 25.0
+        field = FrothField(device)
+    elif pipeline is None:  # the analytic scene: no model, sharp red/blue colours (JPEG's worst case)
         threshold = pipeline_benchmark.FITTED_THRESHOLD
         field = AnalyticField(threshold=threshold, device=str(device))
     else:
@@ -263,8 +290,10 @@ def print_table(report: dict) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic"), default=["random", "fitted"],
-                        help="analytic: tests/analytic_field.py itself, no model (sharp colour edges)")
+    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic", "froth"),
+                        default=["random", "fitted"],
+                        help="analytic: tests/analytic_field.py itself, no model (sharp colour edges); "
+                        "froth: random plane waves, no model (fragmented like random weights)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 512, 2048])
     parser.add_argument("--formats", nargs="+", choices=("jpeg", "png"), default=["jpeg", "png"])
     parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))

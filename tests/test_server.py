@@ -547,7 +547,7 @@ def test_openapi_documents_the_binary_body_and_is_off_with_a_token(server, secur
     assert {"Server-Timing", "X-Mesh-Vertices", "X-Mesh-Faces"} <= set(generate["responses"]["200"]["headers"])
     assert {"400", "401", "413", "415", "422", "500", "503"} <= set(generate["responses"])
     assert {p["name"] for p in generate["parameters"]} == {
-        "resolution", "threshold", "foreground_ratio", "remove_background", "target_faces"}
+        "resolution", "threshold", "foreground_ratio", "remove_background", "target_faces", "texture_size"}
     assert "security" not in generate
     for path in ("/openapi.json", "/docs", "/redoc"):  # a server with a token gives strangers no map
         assert requests.get(secured + path, timeout=5).status_code == 404

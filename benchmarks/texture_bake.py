@@ -18,8 +18,8 @@ Quality, per size (no timing):
 - unclaimed taps: the share of those bilinear reads' texels that no face claimed (only dilation
   coloured them): a seam without colour would show here.
 
-`--whole` also times the whole textured request at the first size, as the pipeline will run it once
-wired: decode, preprocess, model pass, extraction with decimation, bake, GLB.
+`--whole` also times the whole textured request at the first size through Pipeline.generate with
+texture_size (JPEG): decode, preprocess, model pass, extraction with decimation, bake, GLB.
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ import pipeline as pipeline_benchmark  # noqa: E402  (benchmarks/pipeline.py)
 from analytic_field import AnalyticField  # noqa: E402
 from remote.extraction import extract_mesh, field_colors  # noqa: E402
 from remote.glb import textured_mesh_to_glb  # noqa: E402
-from remote.pipeline import Pipeline  # noqa: E402
-from remote.preprocess import load_image, prepare_image  # noqa: E402
+from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
 from remote.texture import bake_texture  # noqa: E402
 from remote.texture.bake import bake_atlas  # noqa: E402
 from remote.texture.encode import to_bytes  # noqa: E402
@@ -58,12 +57,36 @@ STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode", "glb")
 SURFACE_SAMPLES = 200_000
 
 
+class FrothField:
+    """A fragmented surface made on the CPU in seconds, like random weights' froth: a sum of random
+    plane waves (wave number about 40 per model unit) cut at zero; colours vary smoothly."""
+
+    radius = 0.87
+
+    def __init__(self, device: torch.device, waves: int = 24, frequency: float = 40.0, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        directions = torch.randn(waves, 3, generator=generator, dtype=torch.float64)
+        directions /= directions.norm(dim=1, keepdim=True)
+        scale = 0.5 + torch.rand(waves, 1, generator=generator, dtype=torch.float64)
+        self.device = device
+        self.waves = (directions * frequency * scale).float().to(device)
+        self.phases = (torch.rand(waves, generator=generator) * 6.2832).to(device)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        value = torch.sin(points @ self.waves.T + self.phases).sum(dim=1) / len(self.phases) ** 0.5
+        return torch.exp(3.0 * value) * 25.0  # threshold 25: the surface is value == 0
+
+    def color(self, points: torch.Tensor) -> torch.Tensor:
+        x, y, z = points.unbind(dim=1)
+        return torch.stack((torch.sin(7 * x), torch.sin(5 * y), torch.cos(6 * z)), dim=1) * 0.5 + 0.5
+
+
 def main() -> None:
     args = parse_args()
     device = resolve_device(args.device)
     report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "scenes": {}}
     for scene in args.scenes:
-        if scene == "analytic":
+        if scene in ("analytic", "froth"):
             report["scenes"][scene] = run_scene(args, scene, None, device)
             continue
         with tempfile.TemporaryDirectory() as folder:
@@ -80,7 +103,10 @@ def main() -> None:
 
 def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, device: torch.device) -> dict:
     image_path = Path(args.image)
-    if pipeline is None:  # the analytic scene: no model, sharp red/blue colours (JPEG's worst case)
+    if scene == "froth":  # no model: a fragmented surface, thousands of charts
+        threshold = 25.0
+        field = FrothField(device)
+    elif pipeline is None:  # the analytic scene: no model, sharp red/blue colours (JPEG's worst case)
         threshold = pipeline_benchmark.FITTED_THRESHOLD
         field = AnalyticField(threshold=threshold, device=str(device))
     else:
@@ -102,6 +128,8 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
             print(f"  {size} {image_format}: " + ", ".join(
                 f"{k} {v * 1000:.1f} ms" for k, v in figures[image_format]["stages"].items()
             ) + f", {figures[image_format]['glb_bytes'] / 1e6:.2f} MB", flush=True)
+        figures["unwrap_parts_ms"] = unwrap_parts(args, mesh, field, size, sync)
+        print(f"  {size} unwrap parts (ms): {figures['unwrap_parts_ms']}", flush=True)
         figures["quality"] = quality(mesh, field, size, args.formats)
         print(f"  {size} quality: {figures['quality']}", flush=True)
         result["sizes"][size] = figures
@@ -109,6 +137,43 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
         result["whole"] = time_whole(args, pipeline, image_path, threshold, device, sync)
         print(f"  whole textured request: {result['whole']}", flush=True)
     return result
+
+
+def unwrap_parts(args, mesh, field, size: int, sync) -> dict:
+    """The unwrap stage's parts, median of warm runs (ms): charts (box_charts: sides, adjacency,
+    components, the UV copies), folds (folds.py on the field's device), charts_again (the second pass
+    for folded faces, reusing sides and adjacency; 0 without folds), pack (shelves, on the CPU)."""
+    from remote.texture.folds import folded_faces
+    from remote.texture.pack import pack
+    from remote.texture.unwrap import box_charts
+
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    device = field.device
+    runs: dict[str, list[float]] = {}
+    for index in range(args.warmup + args.runs):
+        parts: dict[str, float] = {}
+        start = time.perf_counter()
+        charts = box_charts(vertices, faces)
+        parts["charts"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            folded = folded_faces(torch.from_numpy(charts.uv).to(device), torch.from_numpy(charts.faces).to(device),
+                                  torch.from_numpy(charts.face_chart).to(device)).cpu().numpy()  # fmt: skip
+        sync()
+        parts["folds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if folded.any():
+            charts = box_charts(vertices, faces, alone=folded, like=charts)
+        parts["charts_again"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pack(charts, size)
+        parts["pack"] = time.perf_counter() - start
+        if index >= args.warmup:
+            for name, seconds in parts.items():
+                runs.setdefault(name, []).append(seconds)
+    result = {name: round(statistics.median(values) * 1000, 1) for name, values in runs.items()}
+    return {**result, "charts_count": charts.count, "folded_faces": int(folded.sum())}
 
 
 def time_bake(args, mesh, field, size: int, image_format: str, device: torch.device, sync) -> dict:
@@ -180,34 +245,27 @@ def quality(mesh, field, size: int, formats: list[str]) -> dict:
 
 
 def time_whole(args, pipeline: Pipeline, image_path: Path, threshold: float, device: torch.device, sync) -> dict:
-    """The whole textured request, image file to GLB bytes, as the pipeline will run it."""
+    """The whole textured request, image file to GLB bytes: Pipeline.generate with texture_size (the
+    product's path: JPEG, the stages as Server-Timing reports them)."""
     size = args.sizes[0]
+    options = GenerateOptions(resolution=args.resolution, threshold=threshold, remove_background="never",
+                              target_faces=args.target_faces, texture_size=size)  # fmt: skip
     totals: list[float] = []
     stages: dict[str, list[float]] = {}
     for index in range(args.warmup + args.runs):
-        timings: dict[str, float] = {}
         sync()
         start = time.perf_counter()
-        prepared = prepare_image(load_image(image_path), remove_background="never")
-        with torch.inference_mode():
-            scene_code = pipeline.scene_code(torch.from_numpy(prepared).to(device)[None])
-            sync()
-            timings["decode_preprocess_model"] = time.perf_counter() - start
-            field = pipeline.model.field(scene_code)
-            mesh = extract_mesh(field, resolution=args.resolution, threshold=threshold,
-                                target_faces=args.target_faces, normals=False, timings=timings, sync=sync)  # fmt: skip
-            textured = bake_texture(mesh, field, size=size, image_format=args.formats[0], timings=timings, sync=sync)
-        glb_start = time.perf_counter()
-        textured_mesh_to_glb(textured)
-        timings["glb"] = time.perf_counter() - glb_start
+        result = pipeline.generate(image_path, options)
+        sync()
         if index >= args.warmup:
             totals.append(time.perf_counter() - start)
-            for stage, seconds in timings.items():
+            for stage, seconds in result.timings.items():
                 stages.setdefault(stage, []).append(seconds)
     return {
         "size": size,
-        "format": args.formats[0],
+        "format": "jpeg",
         "total_s": statistics.median(totals),
+        "glb_bytes": len(result.glb),
         "stages": {stage: statistics.median(values) for stage, values in stages.items()},
     }
 
@@ -216,7 +274,7 @@ def print_table(report: dict) -> None:
     print(f"\ndevice: {report['device']}")
     for scene, result in report["scenes"].items():
         print(f"\n{scene}: {result['faces']} faces, {result['vertices']} vertices")
-        formats = [name for name in next(iter(result["sizes"].values())) if name != "quality"]
+        formats = [name for name in next(iter(result["sizes"].values())) if name not in ("quality", "unwrap_parts_ms")]
         header = ["stage (ms)"] + [f"{size} {name}" for size in result["sizes"] for name in formats]
         print(" | ".join(header))
         for stage in (*STAGES, "total"):
@@ -232,8 +290,10 @@ def print_table(report: dict) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic"), default=["random", "fitted"],
-                        help="analytic: tests/analytic_field.py itself, no model (sharp colour edges)")
+    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic", "froth"),
+                        default=["random", "fitted"],
+                        help="analytic: tests/analytic_field.py itself, no model (sharp colour edges); "
+                        "froth: random plane waves, no model (fragmented like random weights)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 512, 2048])
     parser.add_argument("--formats", nargs="+", choices=("jpeg", "png"), default=["jpeg", "png"])
     parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))

@@ -124,6 +124,10 @@ def _finish_object(context: bpy.types.Context, obj: bpy.types.Object, name: str,
     obj.data.shade_smooth()
     material = ensure_vertex_color_material(obj)
     material.name = name
+    for image in _images_used(obj):  # a textured GLB (texture_size): its image, kept in the .blend
+        image.name = obj.name
+        if image.packed_file is None:
+            image.pack()
 
 
 def place(context: bpy.types.Context, obj: bpy.types.Object, placement: Placement) -> None:
@@ -153,7 +157,7 @@ def place(context: bpy.types.Context, obj: bpy.types.Object, placement: Placemen
 
 
 def _images_used(obj: bpy.types.Object) -> list[bpy.types.Image]:
-    """Images the kept material shows (none today: the server's material is plain white)."""
+    """Images the kept material shows: the baked texture of a textured GLB, none with vertex colours."""
     images = []
     for slot in obj.material_slots:
         if slot.material and slot.material.node_tree:
@@ -162,7 +166,8 @@ def _images_used(obj: bpy.types.Object) -> list[bpy.types.Image]:
 
 
 def ensure_vertex_color_material(obj: bpy.types.Object) -> bpy.types.Material:
-    """A material whose Base Color is the mesh's colour attribute (Material Preview, EEVEE, Cycles)."""
+    """A material whose Base Color is the mesh's colour attribute (Material Preview, EEVEE, Cycles).
+    A textured GLB has no colour attribute: its Image Texture node already feeds Base Color."""
     mesh = obj.data
     attributes = mesh.color_attributes
     attribute = attributes.active_color or (attributes[0] if len(attributes) else None)

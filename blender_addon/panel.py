@@ -61,6 +61,7 @@ class VIEW3D_PT_image_to_3d(bpy.types.Panel):
         column.prop(settings, "foreground_ratio", slider=True)
         column.prop(settings, "resolution")
         column.prop(settings, "target_faces")
+        column.prop(settings, "texture_size")
         column.separator()
         column.prop(settings, "placement")
         column.prop(settings, "height")

@@ -14,6 +14,8 @@ from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty,
 # The server's target_faces range (remote/server/app.py's query bounds), 0 meaning "keep all".
 TARGET_FACES_MIN = 100
 TARGET_FACES_MAX = 10_000_000
+# The server's texture sizes (remote/texture/bake.py's TEXTURE_SIZES); 0 is vertex colours.
+TEXTURE_SIZES = (512, 1024, 2048)
 
 
 def _clamp_target_faces(settings: ImageTo3DSettings, context: bpy.types.Context) -> None:
@@ -69,6 +71,14 @@ class ImageTo3DSettings(bpy.types.PropertyGroup):
         max=TARGET_FACES_MAX,
         update=_clamp_target_faces,
     )
+    texture_size: EnumProperty(  # type: ignore[valid-type]
+        name="Colour",
+        description="How the object carries its colours",
+        items=[("0", "Vertex colours", "A colour per vertex (the lightest file; fine detail needs a dense mesh)")]
+        + [(str(size), f"Texture {size}", f"A {size} x {size} image texture, UV-mapped: colour detail on a light mesh")
+           for size in TEXTURE_SIZES],
+        default="0",
+    )
     placement: EnumProperty(  # type: ignore[valid-type]
         name="Placement",
         items=[
@@ -108,6 +118,7 @@ def request_options(settings: ImageTo3DSettings) -> dict[str, object]:
         "foreground_ratio": round(settings.foreground_ratio, 4),
         "remove_background": settings.remove_background,
         "target_faces": min(max(faces, TARGET_FACES_MIN), TARGET_FACES_MAX) if faces else None,
+        "texture_size": int(settings.texture_size),
     }
 
 
@@ -115,7 +126,7 @@ def option_words() -> dict[str, tuple[str, dict[str, str]]]:
     """Each request option's panel label and its values' labels: remove_background ->
     ("Remove background", {"never": "Never", ...}), so messages use the panel's words."""
     words: dict[str, tuple[str, dict[str, str]]] = {}
-    for name in ("remove_background", "foreground_ratio", "resolution", "target_faces"):
+    for name in ("remove_background", "foreground_ratio", "resolution", "target_faces", "texture_size"):
         prop = ImageTo3DSettings.bl_rna.properties[name]
         values = {item.identifier: item.name for item in getattr(prop, "enum_items", [])}
         words[name] = (prop.name, values)

@@ -59,6 +59,10 @@ def _add_generate_command(commands: argparse._SubParsersAction) -> None:
         help="auto: only images without transparency go through rembg",
     )
     generate.add_argument("--target-faces", type=int, default=None, help="decimate to about N faces")
+    generate.add_argument(
+        "--texture-size", type=int, default=0, metavar="N",
+        help="0 (default): vertex colours; 512, 1024 or 2048: a baked N x N texture (UV-mapped, JPEG) instead",
+    )
     generate.set_defaults(run=_run_generate)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from remote.errors import ImageTo3DError, InvalidOptionError
-from remote.pipeline import STAGES, GenerateOptions, Pipeline
+from remote.pipeline import STAGES, TEXTURE_STAGES, GenerateOptions, Pipeline
 
 
 def output_paths(images: list[Path], output: Path) -> list[Path]:
@@ -50,6 +50,7 @@ def generate_files(args: argparse.Namespace) -> int:
         foreground_ratio=args.foreground_ratio,
         remove_background=args.remove_background,
         target_faces=args.target_faces,
+        texture_size=args.texture_size,
     ).validate()
     images: list[Path] = list(args.images)
     check_inputs(images)
@@ -59,7 +60,8 @@ def generate_files(args: argparse.Namespace) -> int:
         model=args.model, device=args.device, rembg_model_path=args.rembg_model,
         precision="float32" if args.exact else "auto",
     )
-    totals = {stage: 0.0 for stage in STAGES}
+    stages = STAGES[:-1] + TEXTURE_STAGES + STAGES[-1:] if options.texture_size else STAGES  # "glb" last
+    totals = {stage: 0.0 for stage in stages}
     failures = 0
     done = 0
     started = time.perf_counter()

@@ -251,6 +251,7 @@ def main(
     foreground_ratio: float = 0.85,
     remove_background: Literal["auto", "always", "never"] = "auto",
     target_faces: int | None = None,
+    texture_size: int = 0,
 ) -> None:
     """`modal run remote/modal_app.py --input-path IMG --output-path OUT.glb`: one image on the GPU."""
     source, target = Path(input_path), Path(output_path)
@@ -265,7 +266,7 @@ def main(
     try:
         options = GenerateOptions(
             resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
-            remove_background=remove_background, target_faces=target_faces,
+            remove_background=remove_background, target_faces=target_faces, texture_size=texture_size,
         ).validate()
         result = Service().generate.remote(source.read_bytes(), dataclasses.asdict(options))
     except ImageTo3DError as error:

@@ -28,7 +28,7 @@ from remote.errors import (
     NoForegroundError,
 )
 from remote.extraction import extract_mesh
-from remote.glb import compact_mesh_to_glb
+from remote.glb import compact_mesh_to_glb, textured_mesh_to_glb
 from remote.preprocess_torch import prepare_image_tensor
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -37,11 +37,14 @@ from remote.preprocess import (
     load_image,
     prepare_image,
 )
+from remote.texture import TEXTURE_SIZES, bake_texture
 from remote.triposr.cuda_graph import GraphedModel
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
 
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
+# With a texture (texture_size > 0) these come between "color" and "glb" (remote/texture/bake.py).
+TEXTURE_STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode")
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fast", "float32")
@@ -70,6 +73,7 @@ class GenerateOptions:
     foreground_ratio: float = 0.85
     remove_background: str = "auto"
     target_faces: int | None = None
+    texture_size: int = 0  # 0: vertex colours (COLOR_0); 512, 1024, 2048: a baked texture of that side
 
     def validate(self) -> "GenerateOptions":
         """Raise InvalidOptionError naming the option and its allowed range."""
@@ -88,6 +92,11 @@ class GenerateOptions:
         if self.target_faces is not None and not 100 <= self.target_faces <= 10_000_000:
             raise InvalidOptionError(
                 f"target_faces must be between 100 and 10000000, or left out (got {self.target_faces})."
+            )
+        if self.texture_size != 0 and self.texture_size not in TEXTURE_SIZES:
+            raise InvalidOptionError(
+                f"texture_size must be 0 (vertex colours) or one of {', '.join(map(str, TEXTURE_SIZES))} "
+                f"(got {self.texture_size})."
             )
         return self
 
@@ -234,13 +243,14 @@ class Pipeline:
     def warm_up(self) -> None:
         """On CUDA, one small generate before the first request: it compiles the fused field kernel,
         checks it, and captures the model pass's CUDA graph (seconds the first artist would
-        otherwise wait). On the CPU there is nothing to prepare."""
+        otherwise wait); a 512 texture is baked too, so the texture path's kernels are loaded.
+        On the CPU there is nothing to prepare."""
         if self.device.type != "cuda":
             return
         picture = PIL.Image.new("RGBA", (64, 64), (0, 0, 0, 0))
         picture.paste((200, 120, 60, 255), (16, 16, 48, 48))  # a cut-out square: no background removal
         try:
-            self.generate(picture, GenerateOptions(resolution=64, remove_background="never"))
+            self.generate(picture, GenerateOptions(resolution=64, remove_background="never", texture_size=512))
         except NoForegroundError:
             # An untrained or unusual model may see nothing in a square (no face to export); the
             # kernels ran and the graph was captured before that, so the server can start anyway.
@@ -304,24 +314,34 @@ class Pipeline:
                     normals=False,  # not written to the GLB, see below
                     check=lambda: _stop_if(cancelled),
                 )
+                textured = None
+                if options.texture_size and len(mesh.faces):
+                    _stop_if(cancelled)
+                    # After the decimation, so the atlas is made for the faces the GLB carries.
+                    textured = bake_texture(mesh, field, size=options.texture_size, timings=timings, sync=self._sync)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             raise GpuOutOfMemoryError(
                 f"The GPU ran out of memory at resolution {options.resolution}; "
-                "lower the resolution (for example 192 or 128) and try again."
+                "lower the resolution (for example 192 or 128)"
+                + (" or texture_size" if options.texture_size else "")
+                + " and try again."
             ) from error
         _stop_if(cancelled)
         if len(mesh.faces) == 0:  # extract_mesh refuses empty surfaces; this keeps compact_mesh_to_glb's contract
             raise NoForegroundError("The model found no surface in this image; try another threshold or image.")
         with self._stage(timings, "glb"):
             # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
-            # extraction skips them), and the add-on shades the object smooth itself. The compact
-            # form (KHR_mesh_quantization on the marching-cubes grid, colours snapped to the sRGB
-            # bytes Blender keeps): 1.27 MB gzipped where mesh_to_glb's was 1.55 MB at 256.
-            glb = compact_mesh_to_glb(mesh, (options.resolution, float(field.radius)))
-        return GenerateResult(
-            glb=glb, vertex_count=len(mesh.vertices), face_count=len(mesh.faces), timings=timings
-        )
+            # extraction skips them), and the add-on shades the object smooth itself. Vertex colours
+            # go in the compact form (KHR_mesh_quantization on the marching-cubes grid, colours
+            # snapped to the sRGB bytes Blender keeps): 1.27 MB gzipped where the float file was
+            # 1.55 MB at 256. A textured mesh keeps float positions (its UV seams split vertices).
+            if textured is None:
+                glb = compact_mesh_to_glb(mesh, (options.resolution, float(field.radius)))
+            else:
+                glb = textured_mesh_to_glb(textured)
+        vertex_count = len(mesh.vertices) if textured is None else len(textured.vertices)  # seams add copies
+        return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=len(mesh.faces), timings=timings)
 
     def scene_code(self, images: torch.Tensor) -> torch.Tensor:
         """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in

@@ -72,7 +72,12 @@ def edge_glbs(folder: Path) -> dict[str, str]:
                         matrix=trimesh.transformations.translation_matrix([3, 0, 0]))
     nested.add_geometry(box, node_name="Child", geom_name="box", parent_node_name="Root")
     two = trimesh.Scene([box, box.copy().apply_translation([2, 0, 0])])
-    files = {"nested": nested.export(file_type="glb"), "two_meshes": two.export(file_type="glb")}
+    textured = trimesh.creation.box()  # with UVs and an embedded image, as a textured answer has
+    textured.visual = trimesh.visual.TextureVisuals(
+        uv=np.random.default_rng(0).random((len(textured.vertices), 2)), image=Image.new("RGB", (8, 8), "red"))
+    two_textured = trimesh.Scene([textured, textured.copy().apply_translation([2, 0, 0])])
+    files = {"nested": nested.export(file_type="glb"), "two_meshes": two.export(file_type="glb"),
+             "two_textured": two_textured.export(file_type="glb")}
     files["truncated"] = files["two_meshes"][:200]
     for name, data in files.items():
         (folder / f"{name}.glb").write_bytes(data)
@@ -239,7 +244,8 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
     assert nested["made"]["selected_count"] == 1 and ["ShaderNodeVertexColor", "Base Color"] in nested["made"]["links"]
     assert {k: nested["after"][k] - nested["before"][k] for k in ("objects", "meshes", "materials", "collections")} == {
         "objects": 1, "meshes": 1, "materials": 1, "collections": 0}
-    for label, message in (("two_meshes", "Expected one mesh"), ("truncated", "")):
+    for label, message in (("two_meshes", "Expected one mesh"), ("two_textured", "Expected one mesh"),
+                           ("truncated", "")):
         failed = edge[label]  # nothing of a failed import stays, and the selection is as it was
         assert failed["made"] is None and message in failed["error"], failed
         assert failed["after"] == failed["before"] and failed["new_names"] == []
@@ -373,6 +379,35 @@ def test_batch_of_references_and_a_folder(tmp_path, addon_zip, server):
     assert robot["bbox_min"][0] == pytest.approx(chair["bbox_max"][0] + 0.2, abs=1e-4)
     (collection,) = {m["collections"][0] for m in folder["made"]}  # one collection per batch
     assert collection.startswith("Image to 3D batch")
+
+
+def test_colour_texture_is_kept_packed_renders_and_reimports(tmp_path, addon_zip, server):
+    """Colour: Texture 512. The object's material shows the baked image (Image Texture -> Base Color,
+    UV-mapped, no colour attribute), the image is packed into the .blend at 512 x 512 and named after
+    the object; one undo step removes it all; Cycles renders the texture; the history's re-import
+    (no server) brings the same texture back."""
+    report = run_blender(tmp_path, addon_zip, server, ["texture"])
+    assert report["sent_texture_size"] == 512
+    made, more = report["scenarios"]["texture"], report["scenarios"]["texture_more"]
+    assert made["result"] == ["FINISHED"], made
+    for obj in (made["new_objects"][0], more["again"]):
+        assert obj["name"].startswith("chair") and obj["material"] == obj["name"] and obj["materials"] == 1
+        assert ["ShaderNodeTexImage", "Base Color"] in obj["links"]
+        assert ["ShaderNodeVertexColor", "Base Color"] not in obj["links"]
+        assert obj["uv_layers"] == 1 and obj["colour_attributes"] == 0 and obj["faces"] > 0
+        assert obj["images"] == [{"name": obj["name"], "size": [512, 512], "packed": True, "colorspace": "sRGB"}]
+    (obj,) = made["new_objects"]
+    assert obj["location"] == pytest.approx(CURSOR) and obj["selected"] and obj["active"]
+    assert obj["custom"]["settings"]["texture_size"] == 512 and more["record_settings"]["texture_size"] == 512
+    grown = {kind: made["after"][kind] - made["before"][kind] for kind in made["before"]}
+    assert grown == {"objects": 1, "meshes": 1, "materials": 1, "images": 1, "collections": 0,
+                     "node_groups": 0, "textures": 0}
+    assert made["after_undo"]["counts"] == made["before"]  # one Ctrl+Z removes the image too
+    assert more["reimport"] == ["FINISHED"] and more["again"]["custom"]["settings"]["texture_size"] == 512
+    assert more["corner_colour_spread"] > 0.05  # the chair's colours, not a flat fill
+    assert more["image_bytes_in_blend"]
+    red, green = (more["render_cycles"][key] for key in ("(1, 0, 0, 1)", "(0, 1, 0, 1)"))
+    assert red[0] > 2 * max(red[1], red[2]) and green[1] > 2 * max(green[0], green[2]), more["render_cycles"]
 
 
 def test_both_installs_give_one_menu_entry(tmp_path, addon_zip, server):

@@ -46,6 +46,12 @@ def test_server_facts_match_the_server():
     for faces in (low - 1, high + 1):
         with pytest.raises(Exception, match="target_faces"):
             GenerateOptions(target_faces=faces).validate()
+    from remote.texture import TEXTURE_SIZES
+
+    (sizes,) = constants(ROOT / "blender_addon" / "properties.py", "TEXTURE_SIZES")
+    assert tuple(sizes) == tuple(TEXTURE_SIZES)  # the panel's "Colour" choices are the server's sizes
+    for size in (0, *sizes):
+        GenerateOptions(texture_size=size).validate()
 
 
 def test_downscale_by_a_whole_factor_with_premultiplied_alpha():

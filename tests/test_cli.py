@@ -31,6 +31,17 @@ def test_one_image_to_one_file(tmp_path):
         assert stage in run.stdout  # per-stage timings at the end
 
 
+def test_texture_size_writes_a_textured_glb(tmp_path):
+    out = tmp_path / "chair.glb"
+    run = generate(str(EXAMPLES / "chair.png"), "-o", str(out), "--resolution", "32", "--texture-size", "512")
+    assert run.returncode == 0, run.stderr
+    (mesh,) = trimesh.load(out, file_type="glb").geometry.values()
+    image = mesh.visual.material.baseColorTexture
+    assert image.size == (512, 512) and mesh.visual.uv.shape == (len(mesh.vertices), 2)
+    for stage in ("unwrap", "rasterise", "texture_color", "dilate", "encode"):
+        assert stage in run.stdout
+
+
 def test_several_images_to_a_folder_with_background_removal(tmp_path):
     onnx = build_tiny_u2net(tmp_path / "u2net.onnx")
     jpeg = tmp_path / "teapot.jpg"
@@ -67,6 +78,7 @@ def test_errors_are_one_clear_line_and_a_failing_exit(tmp_path, make_input, mess
         (["--resolution", "8"], "resolution must be between 32 and 512"),
         (["--foreground-ratio", "2"], "foreground_ratio must be between 0.5 and 1.0"),
         (["--target-faces", "10"], "target_faces must be between"),
+        (["--texture-size", "300"], "texture_size must be 0 (vertex colours) or one of 512, 1024, 2048"),
     ],
 )
 def test_options_out_of_range(tmp_path, args, message):

@@ -574,7 +574,8 @@ def test_modal_run_takes_input_and_output_paths() -> None:
     )
 
     assert completed.returncode == 0, completed.stderr
-    options = ("--input-path", "--output-path", "--resolution", "--remove-background [auto|always|never]")
+    options = ("--input-path", "--output-path", "--resolution", "--remove-background [auto|always|never]",
+               "--texture-size")
     for option in options:
         assert option in completed.stdout
 
@@ -588,6 +589,8 @@ def test_modal_run_refuses_a_missing_image_before_waking_a_gpu(tmp_path: Path) -
         entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.obj"))
     with pytest.raises(SystemExit, match="resolution must be between 32 and 512"):
         entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.glb"), resolution=8)
+    with pytest.raises(SystemExit, match="texture_size must be 0"):
+        entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.glb"), texture_size=300)
     assert not (tmp_path / "out.glb").exists()
 
 

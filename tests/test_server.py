@@ -35,6 +35,7 @@ from PIL import ImageDraw
 
 from conftest import EXAMPLES, TINY_MODEL
 from live_server import ROOT, free_port, live_server
+from test_glb import _accessor_data, _chunks
 from tiny_u2net import build_tiny_u2net
 
 from remote.pipeline import GenerateOptions, GenerateResult, Pipeline
@@ -182,6 +183,37 @@ def test_valid_images_return_a_glb(server, body, content_type):
         assert duration.startswith("dur=") and float(duration[4:]) >= 0
 
 
+def test_texture_size_gives_a_textured_glb_after_decimation(server):
+    """texture_size=512: TEXCOORD_0 and a 512 x 512 JPEG in the material instead of COLOR_0, baked on
+    the decimated mesh; the texture's stages in Server-Timing between "color" and "glb"."""
+    response = post(server, chair(), params={"resolution": 48, "target_faces": 500, "texture_size": 512})
+    mesh = assert_glb(response)
+    assert len(mesh.faces) <= 600
+    gltf, binary = _chunks(response.content)
+    ((primitive,),) = [m["primitives"] for m in gltf["meshes"]]
+    assert set(primitive["attributes"]) == {"POSITION", "TEXCOORD_0"}  # no COLOR_0
+    uv = _accessor_data(gltf, binary, primitive["attributes"]["TEXCOORD_0"])
+    assert uv.min() >= 0 and uv.max() <= 1
+    material = gltf["materials"][primitive["material"]]
+    texture = gltf["textures"][material["pbrMetallicRoughness"]["baseColorTexture"]["index"]]
+    (image,) = gltf["images"]
+    assert texture["source"] == 0 and image["mimeType"] == "image/jpeg"
+    view = gltf["bufferViews"][image["bufferView"]]
+    picture = PIL.Image.open(io.BytesIO(binary[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]))
+    assert picture.format == "JPEG" and picture.size == (512, 512)
+    stages = [entry.strip().split(";")[0] for entry in response.headers["Server-Timing"].split(",")]
+    assert stages == STAGES[:-1] + ["unwrap", "rasterise", "texture_color", "dilate", "encode", "glb"]
+
+
+def test_texture_size_zero_is_vertex_colours(server):
+    response = post(server, chair(), params={"resolution": 32, "texture_size": 0})
+    assert_glb(response)
+    gltf, _ = _chunks(response.content)
+    ((primitive,),) = [m["primitives"] for m in gltf["meshes"]]
+    assert "COLOR_0" in primitive["attributes"] and "images" not in gltf
+    assert response.content == post(server, chair(), params={"resolution": 32}).content
+
+
 def test_glb_is_gzipped_for_clients_that_ask(server):
     asked = post(server, chair(), headers={"Accept-Encoding": "gzip"})
     assert asked.headers["Content-Encoding"] == "gzip"
@@ -258,6 +290,7 @@ def test_form_upload_is_415(server):
         {"threshold": 0}, {"threshold": -1}, {"threshold": "nan"}, {"threshold": "inf"},
         {"foreground_ratio": 0.49}, {"foreground_ratio": 1.5},
         {"remove_background": "maybe"}, {"target_faces": 3}, {"target_faces": 99},
+        {"texture_size": 300}, {"texture_size": -512}, {"texture_size": 4096}, {"texture_size": "big"},
     ],
     ids=lambda params: "{}={}".format(*next(iter(params.items()))),
 )
@@ -514,7 +547,7 @@ def test_openapi_documents_the_binary_body_and_is_off_with_a_token(server, secur
     assert {"Server-Timing", "X-Mesh-Vertices", "X-Mesh-Faces"} <= set(generate["responses"]["200"]["headers"])
     assert {"400", "401", "413", "415", "422", "500", "503"} <= set(generate["responses"])
     assert {p["name"] for p in generate["parameters"]} == {
-        "resolution", "threshold", "foreground_ratio", "remove_background", "target_faces"}
+        "resolution", "threshold", "foreground_ratio", "remove_background", "target_faces", "texture_size"}
     assert "security" not in generate
     for path in ("/openapi.json", "/docs", "/redoc"):  # a server with a token gives strangers no map
         assert requests.get(secured + path, timeout=5).status_code == 404

@@ -270,3 +270,57 @@ def test_the_glb_writer_refuses_uvs_outside_the_atlas(analytic):
         textured_mesh_to_glb(replace(textured, uv=textured.uv + 0.5))
     with pytest.raises(ValueError, match="PNG or JPEG"):
         textured_mesh_to_glb(replace(textured, image=b""))
+
+
+def test_charts_made_again_like_before_equal_charts_made_afresh():
+    """The second pass after the fold check reuses the sides and adjacency (box_charts(like=...))."""
+    from remote.texture.unwrap import box_charts
+
+    mesh = _helix_strip()
+    first = box_charts(mesh.vertices, mesh.faces)
+    alone = np.zeros(len(mesh.faces), dtype=bool)
+    alone[::7] = True
+    again, fresh = box_charts(mesh.vertices, mesh.faces, alone, like=first), box_charts(mesh.vertices, mesh.faces, alone)
+    assert again.count == fresh.count > first.count
+    for name in ("uv", "vertex_map", "faces", "face_chart"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
+
+
+def test_shelves_and_bounds_match_the_plain_algorithms():
+    """pack's shelf rows (one running sum) and chart boxes (sorted reductions) against the plain ways:
+    a cumulative sum per row and numpy's ufunc.at."""
+    from remote.texture.pack import _bounds, _shelves
+
+    rng = np.random.default_rng(3)
+    for count, size in ((5000, 1024), (300, 64), (1, 8)):
+        heights = np.sort(rng.integers(3, 12, count))[::-1]
+        widths = rng.integers(3, 12, count)
+        expected = np.empty((count, 2), dtype=np.int64)
+        start, top, overflow = 0, 0, False
+        while start < count:
+            if top + heights[start] > size:
+                overflow = True
+                break
+            ends = np.cumsum(widths[start : start + size])
+            fitting = int(np.searchsorted(ends, size, side="right"))
+            expected[start : start + fitting] = np.stack(
+                [ends[:fitting] - widths[start : start + fitting], np.full(fitting, top)], axis=1)
+            top += int(heights[start])
+            start += fitting
+        got = _shelves(widths, heights, size)
+        assert (got is None) == overflow
+        if got is not None:
+            np.testing.assert_array_equal(got, expected)
+    chart = np.sort(rng.integers(0, 400, 3000))
+    chart[:400] = np.arange(400)  # every chart has a vertex
+    chart = np.sort(chart)
+    uv = rng.normal(size=(3000, 2))
+    low, high = np.full((400, 2), np.inf), np.full((400, 2), -np.inf)
+    np.minimum.at(low, chart, uv)
+    np.maximum.at(high, chart, uv)
+    shuffled = rng.permutation(3000)
+    for order_of in (chart, chart[shuffled]):
+        points = uv if order_of is chart else uv[shuffled]
+        got_low, got_high = _bounds(points, order_of, 400, np.argsort(order_of, kind="stable"))
+        np.testing.assert_array_equal(got_low, low)
+        np.testing.assert_array_equal(got_high, high)

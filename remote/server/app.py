@@ -193,10 +193,13 @@ def create_app(
             "auto", description="auto: images with transparency keep it, others go through rembg"
         ),
         target_faces: int | None = Query(None, ge=100, le=10_000_000, description="decimate to about N faces"),
+        texture_size: int = Query(
+            0, description="0: vertex colours; 512, 1024 or 2048: a UV-mapped texture of that side (JPEG) instead"
+        ),
     ) -> Response:
         options = GenerateOptions(
             resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
-            remove_background=remove_background, target_faces=target_faces,
+            remove_background=remove_background, target_faces=target_faces, texture_size=texture_size,
         ).validate()
         current = _available_pipeline(holder, settings.retry_after_s)
         # The slot is taken before the upload is read and given back after the answer is sent, so

@@ -129,7 +129,7 @@ def bake_atlas(
         ).cpu().numpy()
         if folded.any():
             logger.debug("texture: %d faces fold over their chart; giving them charts of their own", folded.sum())
-            charts = box_charts(vertices, faces, alone=folded)
+            charts = box_charts(vertices, faces, alone=folded, like=charts)
         try:
             uv = pack(charts, size)
         except AtlasTooSmallError as error:

@@ -27,7 +27,10 @@ def folded_faces(uv: torch.Tensor, faces: torch.Tensor, face_chart: torch.Tensor
     a, b, c = triangles.unbind(1)
     twice_area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     folded = torch.zeros(len(faces), dtype=torch.bool, device=uv.device)
-    index = (twice_area.abs() > TOLERANCE**2).nonzero().squeeze(1)  # faces of no area show nothing
+    # Faces of no area show nothing. Charts of one or two faces cannot fold: every face keeps its
+    # orientation (counter-clockwise), so two that share an edge lie on either side of it.
+    chart_faces = torch.bincount(face_chart)
+    index = ((twice_area.abs() > TOLERANCE**2) & (chart_faces[face_chart] > 2)).nonzero().squeeze(1)
     if len(index) < 2:
         return folded
     folded[index] = _wound_twice(triangles[index], faces[index], len(uv))

@@ -13,6 +13,7 @@ import numpy as np
 from remote.texture.unwrap import Charts
 
 BISECTION_STEPS = 30
+SCALE_TOLERANCE = 1e-4  # the bisection stops once the scale is known to this share (1/10 texel per 1024)
 PADDING = 2  # texels of gutter on every side of a chart: bilinear reads and the first mip levels
 NARROW_PADDING = 1  # for meshes of very many small charts, whose gutters would take the atlas
 GUTTER_SHARE = 0.25  # the most of the atlas that the smallest possible boxes may take at PADDING
@@ -40,13 +41,14 @@ def pack(charts: Charts, size: int, padding: int | None = None) -> np.ndarray:
     if padding is None:
         padding = choose_padding(charts.count, size)
     chart = chart_of_uv_vertices(charts)
+    by_chart = np.argsort(chart, kind="stable")  # already sorted for box_charts' UV vertices: linear
     uv = charts.uv.copy()
-    low, high = _bounds(uv, chart, charts.count)
+    low, high = _bounds(uv, chart, charts.count, by_chart)
     extent = high - low
     turn = extent[:, 1] > extent[:, 0]
     turned = turn[chart]
     uv[turned] = np.stack((-uv[turned, 1], uv[turned, 0]), axis=1)  # a quarter turn counter-clockwise
-    low, high = _bounds(uv, chart, charts.count)
+    low, high = _bounds(uv, chart, charts.count, by_chart)
     extent = high - low
 
     order = np.lexsort((-extent[:, 0], -extent[:, 1]))  # tallest first, then widest
@@ -60,12 +62,18 @@ def pack(charts: Charts, size: int, padding: int | None = None) -> np.ndarray:
     return (texels / size).astype(np.float32)
 
 
-def _bounds(uv: np.ndarray, chart: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    low = np.full((count, 2), np.inf)
-    high = np.full((count, 2), -np.inf)
-    np.minimum.at(low, chart, uv)
-    np.maximum.at(high, chart, uv)
-    return low, high
+def _bounds(uv: np.ndarray, chart: np.ndarray, count: int, by_chart: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each chart's UV box, by reductions over the vertices sorted by chart (`by_chart`): numpy's
+    ufunc.at is many times slower with thousands of charts."""
+    ordered = chart[by_chart]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    if len(starts) != count:  # a chart without vertices (never from box_charts): the slow, general way
+        low, high = np.full((count, 2), np.inf), np.full((count, 2), -np.inf)
+        np.minimum.at(low, chart, uv)
+        np.maximum.at(high, chart, uv)
+        return low, high
+    points = uv[by_chart]
+    return np.minimum.reduceat(points, starts, axis=0), np.maximum.reduceat(points, starts, axis=0)
 
 
 def _largest_scale(extent: np.ndarray, size: int, padding: int) -> float:
@@ -83,6 +91,8 @@ def _largest_scale(extent: np.ndarray, size: int, padding: int) -> float:
     area = float((extent[:, 0] * extent[:, 1]).sum())
     low, high = 0.0, size / max(float(np.sqrt(area)), float(extent.max()), 1e-12)
     for _ in range(BISECTION_STEPS):
+        if high - low <= SCALE_TOLERANCE * low:  # boxes are whole texels: closer changes nothing visible
+            break
         middle = (low + high) / 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low
@@ -92,16 +102,17 @@ def _shelves(widths: np.ndarray, heights: np.ndarray, size: int) -> np.ndarray |
     """Lower-left corners of boxes (sorted tallest first) laid in rows of `size`; None if they overflow."""
     count = len(widths)
     corners = np.empty((count, 2), dtype=np.int64)
+    ends = np.cumsum(widths)  # one running sum; each shelf is a search in it
     start, top = 0, 0
     while start < count:
         if top + heights[start] > size:
             return None
-        ends = np.cumsum(widths[start : start + size])  # every box is at least one texel wide
-        fitting = int(np.searchsorted(ends, size, side="right"))
-        if fitting == 0:
+        before = ends[start] - widths[start]
+        stop = int(np.searchsorted(ends, before + size, side="right"))  # the boxes that end within the row
+        if stop == start:
             return None
-        corners[start : start + fitting, 0] = ends[:fitting] - widths[start : start + fitting]
-        corners[start : start + fitting, 1] = top
+        corners[start:stop, 0] = ends[start:stop] - widths[start:stop] - before
+        corners[start:stop, 1] = top
         top += int(heights[start])
-        start += fitting
+        start = stop
     return corners

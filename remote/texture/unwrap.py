@@ -37,6 +37,10 @@ class Charts:
     faces: np.ndarray  # int64 (F, 3): the mesh's faces, indexing UV vertices
     face_chart: np.ndarray  # int64 (F,): the chart of each face, 0..count-1
     count: int
+    # What does not change when faces are split off (box_charts(like=...) reuses it): each face's
+    # box side, and the pairs of faces that share an edge.
+    sides: np.ndarray | None = None  # int64 (F,)
+    adjacent: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def face_sides(vertices: np.ndarray, faces: np.ndarray, smoothing: int = SMOOTHING_RINGS) -> np.ndarray:
@@ -76,20 +80,29 @@ def project(points: np.ndarray, side: np.ndarray) -> np.ndarray:
     return np.stack((np.where(side % 2 == 1, -u, u), v), axis=1)
 
 
-def box_charts(vertices: np.ndarray, faces: np.ndarray, alone: np.ndarray | None = None) -> Charts:
-    """Charts of faces that share an edge and a box side; faces marked in `alone` get their own."""
-    faces = np.asarray(faces, dtype=np.int64)
-    sides = face_sides(vertices, faces)
-    count = len(faces)
-
-    # Face adjacency through shared edges (a closed mesh has two faces per edge; any more are chained).
+def face_adjacency(faces: np.ndarray, vertex_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of faces that share an edge (a closed mesh has two faces per edge; any more are chained)."""
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    edge_keys = edges[:, 0] * (len(vertices) + 1) + edges[:, 1]
-    edge_faces = np.tile(np.arange(count), 3)
+    edge_keys = edges[:, 0] * (vertex_count + 1) + edges[:, 1]
+    edge_faces = np.tile(np.arange(len(faces)), 3)
     order = np.argsort(edge_keys, kind="stable")
     keys, owners = edge_keys[order], edge_faces[order]
     same_edge = keys[1:] == keys[:-1]
-    first, second = owners[:-1][same_edge], owners[1:][same_edge]
+    return owners[:-1][same_edge], owners[1:][same_edge]
+
+
+def box_charts(
+    vertices: np.ndarray, faces: np.ndarray, alone: np.ndarray | None = None, like: Charts | None = None
+) -> Charts:
+    """Charts of faces that share an edge and a box side; faces marked in `alone` get their own.
+
+    `like`: charts made before of the same mesh, whose sides and face adjacency are reused (the
+    second pass after folds.py, which only splits faces off)."""
+    faces = np.asarray(faces, dtype=np.int64)
+    sides = like.sides if like is not None and like.sides is not None else face_sides(vertices, faces)
+    count = len(faces)
+    adjacent = like.adjacent if like is not None and like.adjacent is not None else face_adjacency(faces, len(vertices))
+    first, second = adjacent
     joined = sides[first] == sides[second]
     if alone is not None:
         joined &= ~(alone[first] | alone[second])
@@ -105,4 +118,5 @@ def box_charts(vertices: np.ndarray, faces: np.ndarray, alone: np.ndarray | None
     uv_side = np.empty(len(unique_keys), dtype=np.int64)
     uv_side[uv_faces.reshape(-1)] = np.repeat(sides, 3)
     uv = project(vertices[vertex_map].astype(np.float64), uv_side)
-    return Charts(uv=uv, vertex_map=vertex_map, faces=uv_faces, face_chart=face_chart.astype(np.int64), count=chart_count)
+    return Charts(uv=uv, vertex_map=vertex_map, faces=uv_faces, face_chart=face_chart.astype(np.int64),
+                  count=chart_count, sides=sides, adjacent=adjacent)

@@ -115,9 +115,15 @@ def describe(obj: bpy.types.Object) -> dict:
         colours = np.empty(len(attribute.data) * 4, dtype=np.float32)
         attribute.data.foreach_get("color", colours)
         colours = colours.reshape(-1, 4)
+    images = [n.image for n in material.node_tree.nodes
+              if n.bl_idname == "ShaderNodeTexImage" and n.image] if material and material.node_tree else []
     return {
         "name": obj.name,
         "mesh_name": mesh.name,
+        "images": [{"name": i.name, "size": list(i.size), "packed": i.packed_file is not None,
+                    "colorspace": i.colorspace_settings.name} for i in images],
+        "uv_layers": len(mesh.uv_layers),
+        "colour_attributes": len(mesh.color_attributes),
         "type": obj.type,
         "location": list(obj.location),
         "rotation": list(obj.rotation_euler),
@@ -184,10 +190,14 @@ def remove_new(start_names: set[str]) -> None:
     for name in set(bpy.data.objects.keys()) - start_names:
         obj = bpy.data.objects[name]
         mesh, materials = obj.data, [s.material for s in obj.material_slots if s.material]
+        images = {n.image.name for m in materials if m.node_tree for n in m.node_tree.nodes
+                  if n.bl_idname == "ShaderNodeTexImage" and n.image}
         bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(mesh)
         for material in materials:
             bpy.data.materials.remove(material)
+        for image in images:
+            bpy.data.images.remove(bpy.data.images[image])
 
 
 @contextmanager
@@ -296,9 +306,21 @@ def mesh_vertices(obj: bpy.types.Object) -> list:
     return co.reshape(-1, 3).tolist()
 
 
-def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple]) -> dict:
-    """Render the object from the Front with its colour attribute painted each colour in turn;
-    the mean colour of the image's centre shows whether the material reads the attribute."""
+def paint_attribute(obj: bpy.types.Object, colour: tuple) -> None:
+    attribute = obj.data.color_attributes[0]
+    attribute.data.foreach_set("color", np.tile(np.array(colour, dtype=np.float32), len(attribute.data)))
+    obj.data.update()
+
+
+def paint_texture(obj: bpy.types.Object, colour: tuple) -> None:
+    (image,) = [n.image for n in obj.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"]
+    image.pixels.foreach_set(np.tile(np.array(colour, dtype=np.float32), image.size[0] * image.size[1]))
+    image.update()
+
+
+def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple], paint=paint_attribute) -> dict:
+    """Render the object from the Front with its colour attribute (or texture) painted each colour in
+    turn; the mean colour of the image's centre shows whether the material reads it."""
     scene = bpy.context.scene
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
     scene.collection.objects.link(camera)
@@ -314,11 +336,9 @@ def render_colours(obj: bpy.types.Object, engine: str, colours: list[tuple]) -> 
     if engine == "CYCLES":
         scene.cycles.samples = 4
         scene.cycles.device = "CPU"
-    attribute = obj.data.color_attributes[0]
     result = {}
     for colour in colours:
-        attribute.data.foreach_set("color", np.tile(np.array(colour, dtype=np.float32), len(attribute.data)))
-        obj.data.update()
+        paint(obj, colour)
         try:
             bpy.ops.render.render(write_still=True)
         except RuntimeError as exc:
@@ -600,6 +620,39 @@ for scenario in config["scenarios"]:
             engines = bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items.keys()
             eevee = "BLENDER_EEVEE_NEXT" if "BLENDER_EEVEE_NEXT" in engines else "BLENDER_EEVEE"  # 4.2 names it _NEXT
             report["scenarios"][scenario] = render_colours(obj, eevee, [(1, 0, 0, 1)])
+    elif scenario == "texture":  # Colour: Texture 512
+        settings().texture_size = "512"
+        add_reference(bpy.data.images.load(image_path), "RefTexture")
+        report["sent_texture_size"] = sys.modules[module + ".properties"].request_options(settings())["texture_size"]
+        run(scenario)  # made, one undo step (the image included), removed again
+        outcome: dict = {}
+        key = history_records()[0]["key"]
+        outcome["record_settings"] = history_records()[0]["settings"]
+        select_only(None)
+        bpy.context.scene.cursor.location = CURSOR
+        with changed_prefs(endpoint=config["down_endpoint"]):  # re-import from the history, no server
+            names = set(bpy.data.objects.keys())
+            outcome["reimport"] = sorted(bpy.ops.image_to_3d.history_import(key=key))
+        (again,) = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names]
+        outcome["again"] = describe(again)
+        (image,) = [n.image for n in again.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"]
+        # The texture read at each face corner's UV: the object's colours are in it, not one flat grey.
+        uv = np.empty(len(again.data.loops) * 2, dtype=np.float32)
+        again.data.uv_layers.active.data.foreach_get("uv", uv)
+        uv = uv.reshape(-1, 2)
+        pixels = np.empty(image.size[0] * image.size[1] * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+        pixels = pixels.reshape(image.size[1], image.size[0], 4)
+        columns = np.clip((uv[:, 0] * image.size[0]).astype(int), 0, image.size[0] - 1)
+        rows = np.clip((uv[:, 1] * image.size[1]).astype(int), 0, image.size[1] - 1)
+        outcome["corner_colour_spread"] = float(np.ptp(pixels[rows, columns, :3]))
+        # Packed: the image file's bytes are inside a saved .blend.
+        path = os.path.join(config["workdir"], "texture.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=path, compress=False, copy=True)
+        outcome["image_bytes_in_blend"] = bytes(image.packed_file.data) in open(path, "rb").read()
+        outcome["render_cycles"] = render_colours(again, "CYCLES", [(1, 0, 0, 1), (0, 1, 0, 1)], paint=paint_texture)
+        report["scenarios"][scenario + "_more"] = outcome
+        settings().texture_size = "0"
     elif scenario == "token_not_in_blend":
         path = os.path.join(config["workdir"], "scene.blend")
         bpy.ops.wm.save_as_mainfile(filepath=path, compress=False)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from remote.errors import ImageTo3DError
+from remote.options import add_cli_arguments
 
 DEFAULT_MODEL = "stabilityai/TripoSR"
 
@@ -51,14 +52,7 @@ def _add_generate_command(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or WebP")
     generate.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
     add_model_arguments(generate)
-    generate.add_argument("--resolution", type=int, default=256, help="marching-cubes grid, 32-512")
-    generate.add_argument("--threshold", type=float, default=25.0, help="density at the surface")
-    generate.add_argument("--foreground-ratio", type=float, default=0.85, help="0.5-1.0")
-    generate.add_argument(
-        "--remove-background", choices=("auto", "always", "never"), default="auto",
-        help="auto: only images without transparency go through rembg",
-    )
-    generate.add_argument("--target-faces", type=int, default=None, help="decimate to about N faces")
+    add_cli_arguments(generate)
     generate.set_defaults(run=_run_generate)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from remote.errors import ImageTo3DError, InvalidOptionError
-from remote.pipeline import STAGES, GenerateOptions, Pipeline
+from remote.options import OPTIONS, GenerateOptions
+from remote.pipeline import STAGES, Pipeline
 
 
 def output_paths(images: list[Path], output: Path) -> list[Path]:
@@ -44,13 +45,7 @@ def check_inputs(images: list[Path]) -> None:
 
 def generate_files(args: argparse.Namespace) -> int:
     """Run the pipeline over every image; report failures per image and exit 1 if any failed."""
-    options = GenerateOptions(
-        resolution=args.resolution,
-        threshold=args.threshold,
-        foreground_ratio=args.foreground_ratio,
-        remove_background=args.remove_background,
-        target_faces=args.target_faces,
-    ).validate()
+    options = GenerateOptions(**{option.name: getattr(args, option.name) for option in OPTIONS}).validate()
     images: list[Path] = list(args.images)
     check_inputs(images)
     targets = output_paths(images, args.output)

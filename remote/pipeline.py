@@ -28,9 +28,9 @@ from remote.errors import (
 )
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
+from remote.options import GenerateOptions
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
-    REMOVE_BACKGROUND_MODES,
     BackgroundRemover,
     load_image,
     prepare_image,
@@ -57,37 +57,6 @@ def check_precision(precision: str) -> None:
     """Refuse an unknown precision setting with the choices."""
     if precision not in PRECISIONS:
         raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    """What an artist may tune per request; defaults are upstream TripoSR's."""
-
-    resolution: int = 256
-    threshold: float = 25.0
-    foreground_ratio: float = 0.85
-    remove_background: str = "auto"
-    target_faces: int | None = None
-
-    def validate(self) -> "GenerateOptions":
-        """Raise InvalidOptionError naming the option and its allowed range."""
-        if not 32 <= self.resolution <= 512:
-            raise InvalidOptionError(f"resolution must be between 32 and 512 (got {self.resolution}).")
-        if not (np.isfinite(self.threshold) and self.threshold > 0):
-            raise InvalidOptionError(f"threshold must be a positive number (got {self.threshold}).")
-        if not 0.5 <= self.foreground_ratio <= 1.0:
-            raise InvalidOptionError(
-                f"foreground_ratio must be between 0.5 and 1.0 (got {self.foreground_ratio})."
-            )
-        if self.remove_background not in REMOVE_BACKGROUND_MODES:
-            raise InvalidOptionError(
-                f"remove_background must be one of auto, always, never (got {self.remove_background!r})."
-            )
-        if self.target_faces is not None and not 100 <= self.target_faces <= 10_000_000:
-            raise InvalidOptionError(
-                f"target_faces must be between 100 and 10000000, or left out (got {self.target_faces})."
-            )
-        return self
 
 
 class UnavailableRemover:

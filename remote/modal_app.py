@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import os
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import modal
 
+from remote import environment
 from remote.options import GenerateOptions, entrypoint_signature
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ TIMEOUT_S = 300  # one request or `modal run` call, queue wait included
 STARTUP_TIMEOUT_S = 900  # the first boot after a deploy reads and checks 1.7 GB before its snapshot
 CPU_CORES = 4.0  # decoding, welding and GLB writing run on the CPU
 MEMORY_MIB = 8192  # checkpoint + model while loading (~3.4 GB) with room for 512³ extraction
-GPU_SNAPSHOT_ENV = "IMAGE_TO_3D_GPU_SNAPSHOT"  # "1" at deploy time: try Modal's (alpha) GPU snapshot
-GPU_SNAPSHOT = os.environ.get(GPU_SNAPSHOT_ENV) == "1"
+GPU_SNAPSHOT_ENV = environment.GPU_SNAPSHOT  # "1" at deploy time: try Modal's (alpha) GPU snapshot
+GPU_SNAPSHOT = environment.is_on(GPU_SNAPSHOT_ENV)
 
 # The CPU front: cheap enough to answer strangers.
 FRONT_CPU_CORES = 1.0
@@ -126,7 +126,7 @@ def build_image(requirements: Path) -> modal.Image:
         )
         .env({"U2NET_HOME": WEIGHTS_DIR, "HF_HUB_OFFLINE": "1",  # nothing downloads in a container
               "TRITON_CACHE_DIR": TRITON_CACHE_DIR,
-              "IMAGE_TO_3D_VERSION": PACKAGE_VERSION})  # /v1/health's version: the source is not pip-installed
+              environment.VERSION: PACKAGE_VERSION})  # /v1/health's version: the source is not pip-installed
         .add_local_python_source("remote", ignore=SOURCE_IGNORE)
     )
 

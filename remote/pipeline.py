@@ -29,6 +29,7 @@ from remote.errors import (
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb
 from remote.options import GenerateOptions
+from remote.precision import check_precision
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
     BackgroundRemover,
@@ -42,7 +43,6 @@ from remote.triposr.weights import load_model, resolve_device
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fast", "float32")
 CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 LOCK_POLL_S = 0.05  # how often a job waiting for the device looks whether its client is still there
 
@@ -51,12 +51,6 @@ Cancelled = Callable[[], bool]  # True once the job's client has gone away
 
 def _never() -> bool:
     return False
-
-
-def check_precision(precision: str) -> None:
-    """Refuse an unknown precision setting with the choices."""
-    if precision not in PRECISIONS:
-        raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
 
 
 class UnavailableRemover:
@@ -105,10 +99,12 @@ class Pipeline:
         model_source: str = "",
         revision: str | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        exact: bool = False,
+        extraction: str = "band",
         cuda_graph: bool = False,
     ) -> None:
-        self.exact = exact
+        # What `from_model` resolved `precision` to: the extraction method ("band", or "dense" for
+        # float32) and whether the model pass is replayed as a CUDA graph.
+        self.extraction = extraction
         self.model = model
         # The fast path on CUDA replays the model pass as a CUDA graph (cuda_graph.py).
         self.run_model = GraphedModel(model) if cuda_graph and device.type == "cuda" else model
@@ -120,7 +116,7 @@ class Pipeline:
             "revision": revision,
             "device": device.type,
             "precision": str(model.transformer_dtype).replace("torch.", ""),
-            "extraction": "dense" if exact else "band",
+            "extraction": extraction,
         }
         self._lock = threading.Lock()
 
@@ -194,7 +190,7 @@ class Pipeline:
             model_source=model_source,
             revision=revision,
             max_pixels=max_pixels,
-            exact=precision == "float32",
+            extraction="dense" if precision == "float32" else "band",
             cuda_graph=fast and CUDA_GRAPH,
         )
 
@@ -261,7 +257,7 @@ class Pipeline:
                     resolution=options.resolution,
                     threshold=options.threshold,
                     target_faces=options.target_faces,
-                    method="dense" if self.exact else "band",
+                    method=self.extraction,
                     timings=timings,
                     sync=self._sync,
                     normals=False,  # not written to the GLB, see below

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -24,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from remote import environment
 from remote import options as declared
 from remote.options import GenerateOptions
 from remote.pipeline import Pipeline
@@ -71,7 +71,7 @@ def service_version() -> str:
     try:
         return metadata.version("image-to-3d")
     except metadata.PackageNotFoundError:
-        return os.environ.get("IMAGE_TO_3D_VERSION", "unknown")
+        return environment.get(environment.VERSION, "unknown") or "unknown"
 
 
 def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:

@@ -1,7 +1,8 @@
 """`image-to-3d generate`: images on disk -> GLB files, with a progress bar and a timing table.
 
 Everything that can be checked before the (slow) model load is checked first, so a typo in a path
-fails in a second, not after a 1.7 GB download.
+fails in a second, not after a 1.7 GB download. The pipeline (torch) is imported only when the
+command runs, so `image-to-3d --help` stays quick.
 """
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from remote.errors import ImageTo3DError, InvalidOptionError
-from remote.options import OPTIONS, GenerateOptions
-from remote.pipeline import STAGES, Pipeline
+from remote.model_flags import add_model_arguments
+from remote.options import OPTIONS, GenerateOptions, add_cli_arguments
+
+
+def add_generate_command(commands: argparse._SubParsersAction) -> None:
+    """Register `generate` on the `image-to-3d` command's subparsers."""
+    generate = commands.add_parser(
+        "generate",
+        help="turn one or more images into GLB files",
+        description="Turn one or more images into GLB files. OUT is a .glb file for one image, "
+        "or a folder for several.",
+    )
+    generate.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or WebP")
+    generate.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    add_model_arguments(generate)
+    add_cli_arguments(generate)
+    generate.set_defaults(run=run_generate)
 
 
 def output_paths(images: list[Path], output: Path) -> list[Path]:
@@ -43,8 +57,12 @@ def check_inputs(images: list[Path]) -> None:
             raise InvalidOptionError(f"no such image file: {image}")
 
 
-def generate_files(args: argparse.Namespace) -> int:
+def run_generate(args: argparse.Namespace) -> int:
     """Run the pipeline over every image; report failures per image and exit 1 if any failed."""
+    from tqdm import tqdm
+
+    from remote.pipeline import STAGES, Pipeline
+
     options = GenerateOptions(**{option.name: getattr(args, option.name) for option in OPTIONS}).validate()
     images: list[Path] = list(args.images)
     check_inputs(images)
@@ -52,7 +70,7 @@ def generate_files(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline.load(
         model=args.model, device=args.device, rembg_model_path=args.rembg_model,
-        precision="float32" if args.exact else "auto",
+        precision=args.precision,
     )
     totals = {stage: 0.0 for stage in STAGES}
     failures = 0

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import PIL.Image
 import torch
 
@@ -22,7 +21,6 @@ from remote.errors import (
     BackgroundRemovalUnavailableError,
     GpuOutOfMemoryError,
     ImageTo3DError,
-    InvalidOptionError,
     JobCancelledError,
     NoForegroundError,
 )

@@ -30,7 +30,6 @@ from remote import options
 from remote.errors import (
     ImageTooLargeError,
     InvalidImageError,
-    InvalidOptionError,
     ModelLoadError,
     NoForegroundError,
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
 from remote.errors import InvalidOptionError, ModelLoadError

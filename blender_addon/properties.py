@@ -11,7 +11,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-# The server's target_faces range (remote/server/app.py's query bounds), 0 meaning "keep all".
+# The server's target_faces range (declared in remote/options.py; tests/test_options.py checks these), 0 meaning "keep all".
 TARGET_FACES_MIN = 100
 TARGET_FACES_MAX = 10_000_000
 # The server's texture sizes (remote/texture/bake.py's TEXTURE_SIZES); 0 is vertex colours.

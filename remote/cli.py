@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from remote.errors import ImageTo3DError
-
-DEFAULT_MODEL = "stabilityai/TripoSR"
+from remote.generate_command import add_generate_command
+from remote.server.cli import add_serve_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,59 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="image-to-3d", description="Turn pictures into vertex-coloured 3D meshes (TripoSR)."
     )
     commands = parser.add_subparsers(title="commands")
-    _add_generate_command(commands)
-    from remote.server.cli import add_serve_command
-
+    add_generate_command(commands)
     add_serve_command(commands)
     return parser
-
-
-def _add_generate_command(commands: argparse._SubParsersAction) -> None:
-    generate = commands.add_parser(
-        "generate",
-        help="turn one or more images into GLB files",
-        description="Turn one or more images into GLB files. OUT is a .glb file for one image, "
-        "or a folder for several.",
-    )
-    generate.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or WebP")
-    generate.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
-    add_model_arguments(generate)
-    generate.add_argument("--resolution", type=int, default=256, help="marching-cubes grid, 32-512")
-    generate.add_argument("--threshold", type=float, default=25.0, help="density at the surface")
-    generate.add_argument("--foreground-ratio", type=float, default=0.85, help="0.5-1.0")
-    generate.add_argument(
-        "--remove-background", choices=("auto", "always", "never"), default="auto",
-        help="auto: only images without transparency go through rembg",
-    )
-    generate.add_argument("--target-faces", type=int, default=None, help="decimate to about N faces")
-    generate.add_argument(
-        "--texture-size", type=int, default=0, metavar="N",
-        help="0 (default): vertex colours; 512, 1024 or 2048: a baked N x N texture (UV-mapped, JPEG) instead",
-    )
-    generate.set_defaults(run=_run_generate)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `generate` and `serve`: where the model comes from and where it runs."""
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, metavar="DIR_OR_REPO",
-        help=f"folder with config.yaml + weights, or a hub repo (default {DEFAULT_MODEL})",
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
-    parser.add_argument(
-        "--rembg-model", type=Path, default=None, metavar="ONNX",
-        help="background-removal model file (default: rembg's u2net, downloaded once)",
-    )
-    parser.add_argument(
-        "--exact", action="store_true",
-        help="float32 weights and the dense grid: upstream's numbers (slower); default is the fast path on CUDA",
-    )
-
-
-def _run_generate(args: argparse.Namespace) -> int:
-    from remote.generate_files import generate_files
-
-    return generate_files(args)
 
 
 if __name__ == "__main__":

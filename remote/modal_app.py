@@ -15,13 +15,16 @@ where they run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
-import os
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import modal
+
+from remote import environment
+from remote.options import GenerateOptions, entrypoint_signature
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,8 +45,8 @@ TIMEOUT_S = 300  # one request or `modal run` call, queue wait included
 STARTUP_TIMEOUT_S = 900  # the first boot after a deploy reads and checks 1.7 GB before its snapshot
 CPU_CORES = 4.0  # decoding, welding and GLB writing run on the CPU
 MEMORY_MIB = 8192  # checkpoint + model while loading (~3.4 GB) with room for 512³ extraction
-GPU_SNAPSHOT_ENV = "IMAGE_TO_3D_GPU_SNAPSHOT"  # "1" at deploy time: try Modal's (alpha) GPU snapshot
-GPU_SNAPSHOT = os.environ.get(GPU_SNAPSHOT_ENV) == "1"
+GPU_SNAPSHOT_ENV = environment.GPU_SNAPSHOT  # "1" at deploy time: try Modal's (alpha) GPU snapshot
+GPU_SNAPSHOT = environment.is_on(GPU_SNAPSHOT_ENV)
 
 # The CPU front: cheap enough to answer strangers.
 FRONT_CPU_CORES = 1.0
@@ -123,7 +126,7 @@ def build_image(requirements: Path) -> modal.Image:
         )
         .env({"U2NET_HOME": WEIGHTS_DIR, "HF_HUB_OFFLINE": "1",  # nothing downloads in a container
               "TRITON_CACHE_DIR": TRITON_CACHE_DIR,
-              "IMAGE_TO_3D_VERSION": PACKAGE_VERSION})  # /v1/health's version: the source is not pip-installed
+              environment.VERSION: PACKAGE_VERSION})  # /v1/health's version: the source is not pip-installed
         .add_local_python_source("remote", ignore=SOURCE_IGNORE)
     )
 
@@ -242,17 +245,7 @@ def web() -> FastAPI:
     return create_front_app(Service().generate.spawn, gpu_name=f"cuda ({' or '.join(GPUS)} on Modal)")
 
 
-@app.local_entrypoint()
-def main(
-    input_path: str,
-    output_path: str,
-    resolution: int = 256,
-    threshold: float = 25.0,
-    foreground_ratio: float = 0.85,
-    remove_background: Literal["auto", "always", "never"] = "auto",
-    target_faces: int | None = None,
-    texture_size: int = 0,
-) -> None:
+def main(input_path: str, output_path: str, **values: Any) -> None:
     """`modal run remote/modal_app.py --input-path IMG --output-path OUT.glb`: one image on the GPU."""
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
@@ -261,13 +254,9 @@ def main(
         raise SystemExit(f"error: the output file must end in .glb (got {target})")
 
     from remote.errors import ImageTo3DError
-    from remote.pipeline import GenerateOptions
 
     try:
-        options = GenerateOptions(
-            resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
-            remove_background=remove_background, target_faces=target_faces, texture_size=texture_size,
-        ).validate()
+        options = GenerateOptions(**values).validate()
         result = Service().generate.remote(source.read_bytes(), dataclasses.asdict(options))
     except ImageTo3DError as error:
         raise SystemExit(f"error: {error.message}") from None
@@ -275,3 +264,12 @@ def main(
     target.write_bytes(result.glb)
     timings = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in result.timings.items())
     print(f"wrote {target}: {result.vertex_count} vertices, {result.face_count} faces ({timings})")
+
+
+# Modal makes its flags from the signature: one per declared option (remote/options.py).
+main.__signature__ = entrypoint_signature(  # type: ignore[attr-defined]
+    inspect.Parameter("input_path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+    inspect.Parameter("output_path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+)
+main.__annotations__ = {name: parameter.annotation for name, parameter in main.__signature__.parameters.items()}
+main = app.local_entrypoint()(main)

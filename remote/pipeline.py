@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import PIL.Image
 import torch
 
@@ -23,16 +22,16 @@ from remote.errors import (
     BackgroundRemovalUnavailableError,
     GpuOutOfMemoryError,
     ImageTo3DError,
-    InvalidOptionError,
     JobCancelledError,
     NoForegroundError,
 )
 from remote.extraction import extract_mesh
 from remote.glb import compact_mesh_to_glb, textured_mesh_to_glb
+from remote.options import GenerateOptions
+from remote.precision import check_precision
 from remote.preprocess_torch import prepare_image_tensor
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
-    REMOVE_BACKGROUND_MODES,
     BackgroundRemover,
     load_image,
     prepare_image,
@@ -47,7 +46,6 @@ STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 TEXTURE_STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode")
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fast", "float32")
 CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 LOCK_POLL_S = 0.05  # how often a job waiting for the device looks whether its client is still there
 
@@ -56,49 +54,6 @@ Cancelled = Callable[[], bool]  # True once the job's client has gone away
 
 def _never() -> bool:
     return False
-
-
-def check_precision(precision: str) -> None:
-    """Refuse an unknown precision setting with the choices."""
-    if precision not in PRECISIONS:
-        raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    """What an artist may tune per request; defaults are upstream TripoSR's."""
-
-    resolution: int = 256
-    threshold: float = 25.0
-    foreground_ratio: float = 0.85
-    remove_background: str = "auto"
-    target_faces: int | None = None
-    texture_size: int = 0  # 0: vertex colours (COLOR_0); 512, 1024, 2048: a baked texture of that side
-
-    def validate(self) -> "GenerateOptions":
-        """Raise InvalidOptionError naming the option and its allowed range."""
-        if not 32 <= self.resolution <= 512:
-            raise InvalidOptionError(f"resolution must be between 32 and 512 (got {self.resolution}).")
-        if not (np.isfinite(self.threshold) and self.threshold > 0):
-            raise InvalidOptionError(f"threshold must be a positive number (got {self.threshold}).")
-        if not 0.5 <= self.foreground_ratio <= 1.0:
-            raise InvalidOptionError(
-                f"foreground_ratio must be between 0.5 and 1.0 (got {self.foreground_ratio})."
-            )
-        if self.remove_background not in REMOVE_BACKGROUND_MODES:
-            raise InvalidOptionError(
-                f"remove_background must be one of auto, always, never (got {self.remove_background!r})."
-            )
-        if self.target_faces is not None and not 100 <= self.target_faces <= 10_000_000:
-            raise InvalidOptionError(
-                f"target_faces must be between 100 and 10000000, or left out (got {self.target_faces})."
-            )
-        if self.texture_size != 0 and self.texture_size not in TEXTURE_SIZES:
-            raise InvalidOptionError(
-                f"texture_size must be 0 (vertex colours) or one of {', '.join(map(str, TEXTURE_SIZES))} "
-                f"(got {self.texture_size})."
-            )
-        return self
 
 
 class UnavailableRemover:
@@ -147,10 +102,12 @@ class Pipeline:
         model_source: str = "",
         revision: str | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        exact: bool = False,
+        extraction: str = "band",
         cuda_graph: bool = False,
     ) -> None:
-        self.exact = exact
+        # What `from_model` resolved `precision` to: the extraction method ("band", or "dense" for
+        # float32) and whether the model pass is replayed as a CUDA graph.
+        self.extraction = extraction
         self.model = model
         # The fast path on CUDA replays the model pass as a CUDA graph (cuda_graph.py).
         self.run_model = GraphedModel(model) if cuda_graph and device.type == "cuda" else model
@@ -162,7 +119,7 @@ class Pipeline:
             "revision": revision,
             "device": device.type,
             "precision": str(model.transformer_dtype).replace("torch.", ""),
-            "extraction": "dense" if exact else "band",
+            "extraction": extraction,
         }
         self._lock = threading.Lock()
 
@@ -236,7 +193,7 @@ class Pipeline:
             model_source=model_source,
             revision=revision,
             max_pixels=max_pixels,
-            exact=precision == "float32",
+            extraction="dense" if precision == "float32" else "band",
             cuda_graph=fast and CUDA_GRAPH,
         )
 
@@ -308,7 +265,7 @@ class Pipeline:
                     resolution=options.resolution,
                     threshold=options.threshold,
                     target_faces=options.target_faces,
-                    method="dense" if self.exact else "band",
+                    method=self.extraction,
                     timings=timings,
                     sync=self._sync,
                     normals=False,  # not written to the GLB, see below

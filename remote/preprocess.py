@@ -26,18 +26,17 @@ import PIL.Image
 import PIL.ImageOps
 import scipy.sparse  # type: ignore[import-untyped]
 
+from remote import options
 from remote.errors import (
     ImageTooLargeError,
     InvalidImageError,
-    InvalidOptionError,
     ModelLoadError,
     NoForegroundError,
 )
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 ACCEPTED_NAMES = "PNG, JPEG or WebP"
-REMOVE_BACKGROUND_MODES = ("auto", "always", "never")
-FOREGROUND_RATIO_RANGE = (0.5, 1.0)
+REMOVE_BACKGROUND_MODES: tuple[str, ...] = options.BY_NAME["remove_background"].choices or ()
 MODEL_INPUT_SIDE = 512  # TripoSR's cond_image_size: the model sees a 512 x 512 picture
 ROW_CHUNK = 256  # crop rows composited and resampled at a time (bounds the float copies)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -279,14 +278,8 @@ def prepare_image(
 
 
 def _check_options(remove_background: str, foreground_ratio: float) -> None:
-    if remove_background not in REMOVE_BACKGROUND_MODES:
-        raise InvalidOptionError(
-            f"remove_background must be one of {', '.join(REMOVE_BACKGROUND_MODES)} "
-            f"(got {remove_background!r})."
-        )
-    low, high = FOREGROUND_RATIO_RANGE
-    if not low <= foreground_ratio <= high:
-        raise InvalidOptionError(f"foreground_ratio must be between {low} and {high} (got {foreground_ratio}).")
+    options.BY_NAME["remove_background"].check(remove_background)
+    options.BY_NAME["foreground_ratio"].check(foreground_ratio)
 
 
 def _cut_out(image: PIL.Image.Image, mode: str, remover: BackgroundRemover | None) -> PIL.Image.Image:

@@ -29,7 +29,8 @@ import PIL.ImageDraw
 import torch
 
 from remote.errors import ModelLoadError
-from remote.pipeline import Pipeline, check_precision
+from remote.pipeline import Pipeline
+from remote.precision import check_precision
 from remote.preprocess import BackgroundRemover
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device

@@ -28,6 +28,8 @@ from conftest import BLENDER_PYTHON, EXAMPLES
 from glb_reader import read_glb
 from live_server import ROOT, free_port, live_server
 
+pytestmark = pytest.mark.slow  # real Blender (bpy) and a live server
+
 TOKEN = "addon-test-token"
 SCRIPT = Path(__file__).parent / "blender_scripts" / "addon_scenarios.py"
 CURSOR = [1.5, -2.0, 0.5]

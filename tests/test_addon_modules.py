@@ -54,6 +54,7 @@ def test_server_facts_match_the_server():
         GenerateOptions(texture_size=size).validate()
 
 
+@pytest.mark.slow  # large images
 def test_downscale_by_a_whole_factor_with_premultiplied_alpha():
     rgba = np.zeros((2400, 3000, 4), dtype=np.float32)
     rgba[:, :, 2] = 1.0  # blue everywhere ...

@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 from live_server import ROOT
+import pytest
+
+pytestmark = pytest.mark.slow  # mypy over the add-on
 
 
 def test_addon_type_checks():

@@ -19,6 +19,8 @@ from conftest import BLENDER_PYTHON
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb, srgb_to_linear
 
+pytestmark = pytest.mark.slow  # real Blender (bpy)
+
 NOSE_TIP = NOSE_CENTRE[0] + NOSE_RADIUS
 
 IMPORT_AND_DESCRIBE = textwrap.dedent(

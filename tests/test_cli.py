@@ -13,6 +13,8 @@ from conftest import EXAMPLES, TINY_MODEL
 from live_server import ROOT
 from tiny_u2net import build_tiny_u2net
 
+pytestmark = pytest.mark.slow  # runs the real command on the tiny model
+
 
 def generate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

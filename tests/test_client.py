@@ -14,6 +14,8 @@ import trimesh
 from conftest import EXAMPLES
 from live_server import ROOT, free_port, live_server
 
+pytestmark = pytest.mark.slow  # a live server (uvicorn) per module
+
 _spec = importlib.util.spec_from_file_location("addon_client", ROOT / "blender_addon" / "client.py")
 client_module = importlib.util.module_from_spec(_spec)
 sys.modules["addon_client"] = client_module  # loaded from its file alone: no bpy, no add-on package

@@ -21,6 +21,8 @@ from live_server import ROOT, free_port, live_server
 from remote.server.app import create_app
 from remote.server.settings import ServerSettings
 
+pytestmark = pytest.mark.slow  # a live server (uvicorn)
+
 _spec = importlib.util.spec_from_file_location("addon_client_cancel", ROOT / "blender_addon" / "client.py")
 client_module = importlib.util.module_from_spec(_spec)
 sys.modules["addon_client_cancel"] = client_module

@@ -110,6 +110,7 @@ class _FlatNoisyField(AnalyticField):
         return self.threshold * torch.exp(0.5 * wave)
 
 
+@pytest.mark.slow  # a dense grid
 def test_a_band_over_the_whole_grid_is_queried_as_the_dense_grid(caplog):
     field = _FlatNoisyField()
     with caplog.at_level("DEBUG", logger="remote.extraction"):
@@ -126,6 +127,7 @@ def test_a_real_band_is_not_the_dense_grid(field, caplog):
     assert "querying the dense grid" not in caplog.text and "grid points evaluated" in caplog.text
 
 
+@pytest.mark.slow  # a large mesh decimated
 def test_decimation_reaches_about_the_target(field):
     full = extract_mesh(field, resolution=RESOLUTION)
     small = extract_mesh(field, resolution=RESOLUTION, target_faces=2000)
@@ -161,6 +163,7 @@ class _TorchmcubesConvention:
         return torch.from_numpy(soup.copy()), torch.arange(len(soup), dtype=torch.int32).view(-1, 3)
 
 
+@pytest.mark.slow  # large grids
 def test_slabs_and_axis_reorder_give_the_pymcubes_surface(monkeypatch):
     volume = _ball_volume(48)
     expected_vertices, expected_faces = weld(*mc.marching_cubes(volume, 0.0))

@@ -20,6 +20,8 @@ from remote.triposr.weights import load_model
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fitted_scene  # noqa: E402
 
+pytestmark = pytest.mark.slow  # fits a model
+
 RESOLUTION = 32
 STEPS = 300
 BATCH_POINTS = 4096

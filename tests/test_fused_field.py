@@ -14,7 +14,10 @@ import pytest
 
 from remote.triposr import fused_field
 
-pytestmark = pytest.mark.skipif(not fused_field.available(), reason="triton is not installed")
+pytestmark = [
+    pytest.mark.slow,  # Triton's interpreter
+    pytest.mark.skipif(not fused_field.available(), reason="triton is not installed"),
+]
 
 SCRIPT = Path(__file__).with_name("fused_field_script.py")
 

@@ -25,6 +25,8 @@ from live_server import live_server
 
 from remote.server.connections import raise_file_limit
 
+pytestmark = pytest.mark.slow  # live servers (uvicorn)
+
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 4.0
 BODY_MIN_RATE = 20_000

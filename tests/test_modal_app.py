@@ -395,6 +395,7 @@ def test_the_image_installs_exactly_uv_locks_packages_with_onnxruntimes_gpu_buil
     assert f"/uv:{modal_app.UV_VERSION} " in copy_uv
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_requirements_file_is_what_uv_exports_from_the_lock() -> None:
     import shutil
     import subprocess
@@ -531,6 +532,7 @@ def test_memory_snapshot_splits_loading_into_before_and_after() -> None:
     assert _raw(user_cls.__dict__["start_after_restore"]).flags & _PartialFunctionFlags.ENTER_POST_SNAPSHOT
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_gpu_snapshot_can_be_tried_with_one_variable() -> None:
     import os
     import subprocess
@@ -564,6 +566,7 @@ def test_a_container_whose_model_fails_to_load_stops_instead_of_serving() -> Non
         start(container)
 
 
+@pytest.mark.slow  # the Modal CLI / uv in a subprocess
 def test_modal_run_takes_input_and_output_paths() -> None:
     import subprocess
     import sys
@@ -601,6 +604,7 @@ def test_modal_run_refuses_a_missing_image_before_waking_a_gpu(tmp_path: Path) -
     ("precision", "dtype", "extraction"),
     [("auto", "float32", "band"), ("fast", "float16", "band"), ("float32", "float32", "dense")],
 )
+@pytest.mark.slow  # loads the tiny model three times
 def test_finish_on_device_applies_the_precision_setting(
     tmp_path: Path, precision: str, dtype: str, extraction: str
 ) -> None:

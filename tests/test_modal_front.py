@@ -260,6 +260,7 @@ def test_the_addon_client_works_against_the_front_with_its_bearer_token(front: s
         refused()
 
 
+@pytest.mark.slow  # waits for a cancelled job
 def test_a_client_that_hangs_up_cancels_its_gpu_job(front: str, gpu: LocalGpu) -> None:
     """The add-on's Cancel closes its connection: the front cancels the GPU call, the job stops
     between stages or field chunks, and the next request is served (on Modal: FunctionCall.cancel)."""

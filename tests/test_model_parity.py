@@ -73,6 +73,7 @@ def test_field_object_answers_like_query_field(outputs):
     np.testing.assert_array_equal(outputs["field_color"], outputs["color"])
 
 
+@pytest.mark.slow  # several model passes
 def test_any_input_size_gives_the_same_scene_code_shape(model):
     with torch.inference_mode():
         wide, small = model(torch.rand(2, 50, 130, 3)), model(torch.rand(1, 17, 17, 3))

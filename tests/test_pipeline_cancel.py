@@ -48,6 +48,7 @@ def test_a_job_waiting_for_the_device_leaves_when_cancelled(pipeline):
     assert len(errors) == 1 and isinstance(errors[0], JobCancelledError)
 
 
+@pytest.mark.slow  # a large grid, cancelled midway
 def test_a_running_job_stops_between_chunks(pipeline):
     """Cancelled after a few checks (inside the extraction): it stops there, not at the end."""
     checks = 0

@@ -358,6 +358,7 @@ def test_model_input_is_upstreams_for_the_examples_at_any_ratio(name, ratio):
     assert np.abs(prepared - upstream_model_input(rgba, ratio)).max() < 1e-5
 
 
+@pytest.mark.slow  # a large image
 def test_a_large_sharp_subject_is_resized_exactly_without_building_the_square():
     big = PIL.Image.new("RGBA", (3000, 2000), (0, 0, 0, 0))
     ImageDraw.Draw(big).rectangle((100, 100, 2899, 1899), fill=(0, 200, 0, 255))

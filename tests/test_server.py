@@ -42,6 +42,8 @@ from remote.pipeline import GenerateOptions, GenerateResult, Pipeline
 from remote.server.app import create_app
 from remote.server.settings import ServerSettings, SettingsError
 
+pytestmark = pytest.mark.slow  # live servers (uvicorn)
+
 TOKEN = "s3cret-token-for-tests"
 FAST = {"resolution": 32}
 STAGES = ["decode", "preprocess", "model", "extraction", "color", "glb"]

@@ -64,6 +64,7 @@ def _image(gltf: dict, binary: bytes) -> tuple[PIL.Image.Image, str]:
     return PIL.Image.open(io.BytesIO(data)), image["mimeType"]
 
 
+@pytest.mark.slow  # the whole pipeline, twice
 def test_texcoords_in_the_unit_square_and_no_vertex_colours(baked):
     gltf, binary = baked["gltf"], baked["binary"]
     attributes = _primitive(gltf)["attributes"]
@@ -95,6 +96,7 @@ def test_the_material_feeds_the_image_to_base_colour(baked):
     assert "uri" not in gltf["images"][0]  # embedded, not a side file
 
 
+@pytest.mark.slow  # the whole pipeline, twice
 def test_every_triangle_lies_in_the_atlas_and_none_overlap(baked):
     textured = baked["textured"]
     triangles = textured.uv[textured.faces].astype(np.float64)
@@ -105,6 +107,7 @@ def test_every_triangle_lies_in_the_atlas_and_none_overlap(baked):
     assert len(textured.faces) == len(baked["textured"].faces)
 
 
+@pytest.mark.slow  # the whole pipeline, twice
 def test_the_overlap_check_finds_overlaps(baked):
     triangles = baked["textured"].uv[baked["textured"].faces].astype(np.float64)
     moved = triangles.copy()
@@ -128,6 +131,7 @@ def test_texture_colour_at_each_vertex_matches_the_field(baked, tiny):
     assert shuffled > 3 * error.mean()
 
 
+@pytest.mark.slow  # a bake
 def test_baked_texels_are_the_field_colours_there(tiny):
     field, mesh = tiny
     with torch.inference_mode():
@@ -158,6 +162,7 @@ def analytic():
     return field, mesh, bake_texture(mesh, field, size=SIZE, image_format="png")
 
 
+@pytest.mark.slow  # a bake
 def test_red_and_blue_land_where_the_field_puts_them(analytic):
     field, mesh, textured = analytic
     image = np.asarray(PIL.Image.open(io.BytesIO(textured.image))) / 255.0

@@ -19,6 +19,8 @@ from remote.extraction import extract_mesh
 from remote.glb import textured_mesh_to_glb
 from remote.texture import bake_texture
 
+pytestmark = pytest.mark.slow  # real Blender (bpy)
+
 SIZE = 512
 
 IMPORT_AND_DESCRIBE = textwrap.dedent(

@@ -24,6 +24,8 @@ from live_server import ROOT, free_port
 from remote.server.app import create_app
 from remote.server.settings import MAKE_TOKEN, MIN_TOKEN_LENGTH, ServerSettings, SettingsError
 
+pytestmark = pytest.mark.slow  # starts the real `serve` command
+
 GOOD_TOKEN = "0123456789abcdef"  # exactly MIN_TOKEN_LENGTH characters
 BAD_TOKENS = {"empty": "", "blank": "   ", "newline": "\n", "tab and newline": "\t\n",
               "short": "abc123", "short after stripping": f"  {GOOD_TOKEN[:-1]}\n"}

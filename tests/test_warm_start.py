@@ -11,6 +11,7 @@ from remote.pipeline import GenerateOptions
 from tiny_u2net import build_tiny_u2net
 
 
+@pytest.mark.slow  # loads and runs the tiny model
 def test_cpu_half_then_device_half_give_a_working_pipeline(tmp_path):
     model = warm_start.load_on_cpu(TINY_MODEL)
     assert next(model.parameters()).device.type == "cpu"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
 from remote.errors import InvalidOptionError, ModelLoadError
@@ -264,6 +264,7 @@ def _load_from_hub_offline(cache: Path, *expected: dict[str, str]) -> list[str]:
     return lines
 
 
+@pytest.mark.slow  # huggingface_hub in a subprocess
 def test_hub_download_uses_the_pinned_revision_and_checks_sha256(tmp_path, ckpt_folder):
     cache = tmp_path / "hub"
     _populate_hub_cache(cache, ckpt_folder, TRIPOSR_REVISION)
@@ -281,6 +282,7 @@ def test_hub_download_uses_the_pinned_revision_and_checks_sha256(tmp_path, ckpt_
     assert wrong_ckpt.startswith("ERROR model.ckpt has SHA-256 " + digests["model.ckpt"])
 
 
+@pytest.mark.slow  # huggingface_hub in a subprocess
 def test_hub_download_at_another_revision_is_not_used(tmp_path, ckpt_folder):
     cache = tmp_path / "hub"
     _populate_hub_cache(cache, ckpt_folder, "0" * 40)

@@ -11,19 +11,22 @@ stage. The contract is written down in docs/api.md.
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from remote.pipeline import GenerateOptions, Pipeline
+from remote import environment
+from remote import options as declared
+from remote.options import GenerateOptions
+from remote.pipeline import Pipeline
 from remote.server.errors import ApiError, install_error_handlers
 from remote.server.jobs import JobGate, PipelineHolder
 from remote.server.middleware import BodyLimits, RequestContextMiddleware
@@ -68,7 +71,7 @@ def service_version() -> str:
     try:
         return metadata.version("image-to-3d")
     except metadata.PackageNotFoundError:
-        return os.environ.get("IMAGE_TO_3D_VERSION", "unknown")
+        return environment.get(environment.VERSION, "unknown") or "unknown"
 
 
 def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:
@@ -184,23 +187,8 @@ def create_app(
     )
     async def generate(
         request: Request,
-        resolution: int = Query(256, ge=32, le=512, description="marching-cubes grid size"),
-        threshold: float = Query(25.0, gt=0, allow_inf_nan=False, description="density at the surface"),
-        foreground_ratio: float = Query(
-            0.85, ge=0.5, le=1.0, description="share of the image side the object spans"
-        ),
-        remove_background: Literal["auto", "always", "never"] = Query(
-            "auto", description="auto: images with transparency keep it, others go through rembg"
-        ),
-        target_faces: int | None = Query(None, ge=100, le=10_000_000, description="decimate to about N faces"),
-        texture_size: int = Query(
-            0, description="0: vertex colours; 512, 1024 or 2048: a UV-mapped texture of that side (JPEG) instead"
-        ),
+        options: GenerateOptions = Depends(_query_options()),
     ) -> Response:
-        options = GenerateOptions(
-            resolution=resolution, threshold=threshold, foreground_ratio=foreground_ratio,
-            remove_background=remove_background, target_faces=target_faces, texture_size=texture_size,
-        ).validate()
         current = _available_pipeline(holder, settings.retry_after_s)
         # The slot is taken before the upload is read and given back after the answer is sent, so
         # (1 + queue_size) requests at most hold a body, a job or an answer in memory.
@@ -234,6 +222,26 @@ def create_app(
         return ChunkedResponse(content, GLB_TYPE, headers, on_done=done)
 
     return app
+
+
+def _query_options() -> Callable[..., GenerateOptions]:
+    """A dependency whose parameters are the declared options (remote/options.py) as query
+    parameters, with their bounds (so pydantic checks them and the OpenAPI schema lists them)."""
+
+    def query_options(**values: Any) -> GenerateOptions:
+        return GenerateOptions(**values).validate()
+
+    query_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, annotation=option.annotation,
+                default=Query(option.default, description=option.help, **option.query_constraints()),
+            )
+            for option in declared.OPTIONS
+        ],
+        return_annotation=GenerateOptions,
+    )
+    return query_options
 
 
 def _token_check(token: str) -> Callable[..., Awaitable[None]]:

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import sys
 
+from remote.model_flags import add_model_arguments
 from remote.server.settings import MIN_TOKEN_LENGTH, TOKEN_VARIABLE, ServerSettings, SettingsError, running_on_modal
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -20,8 +21,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `serve` on the `image-to-3d` command's subparsers."""
-    from remote.cli import add_model_arguments
-
     serve = commands.add_parser(
         "serve",
         help="run the HTTP API the Blender add-on talks to",
@@ -53,7 +52,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="open connections; beyond this a request gets 503 busy (default 256)")
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     # None marks "not given" so the environment applies (add_model_arguments has its own defaults).
-    serve.set_defaults(run=run_serve, model=None, device=None, rembg_model=None, exact=None)
+    serve.set_defaults(run=run_serve, model=None, device=None, rembg_model=None, precision=None)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -62,7 +61,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         "model": args.model,
         "device": args.device,
         "rembg_model": str(args.rembg_model) if args.rembg_model else None,
-        "precision": "float32" if args.exact else None,
+        "precision": args.precision,
         "max_body_bytes": args.max_body_bytes,
         "max_pixels": args.max_pixels,
         "queue_size": args.queue_size,

@@ -7,37 +7,21 @@ in process listings or shell history. docs/api.md lists every variable.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from remote import environment
 from remote.errors import ImageTo3DError
+from remote.model_flags import DEFAULT_MODEL
+from remote.precision import DEFAULT_PRECISION, PRECISIONS
 from remote.preprocess import DEFAULT_MAX_PIXELS
 
-TOKEN_VARIABLE = "IMAGE_TO_3D_TOKEN"
+TOKEN_VARIABLE = environment.TOKEN
 MIN_TOKEN_LENGTH = 16  # characters after stripping whitespace; MAKE_TOKEN makes 64
 # Prints 64 hex characters wherever the project runs (uv brings its own Python); docs/deploy.md.
 MAKE_TOKEN = "uv run python -c 'import secrets; print(secrets.token_hex(32))'"
-DEFAULT_MODEL = "stabilityai/TripoSR"
-PRECISIONS = ("auto", "fast", "float32")
 
-# field name -> environment variable; the token is read separately (see TOKEN_VARIABLE).
-ENVIRONMENT = {
-    "model": "IMAGE_TO_3D_MODEL",
-    "device": "IMAGE_TO_3D_DEVICE",
-    "rembg_model": "IMAGE_TO_3D_REMBG_MODEL",
-    "precision": "IMAGE_TO_3D_PRECISION",
-    "max_body_bytes": "IMAGE_TO_3D_MAX_BODY_BYTES",
-    "max_pixels": "IMAGE_TO_3D_MAX_PIXELS",
-    "queue_size": "IMAGE_TO_3D_QUEUE_SIZE",
-    "retry_after_s": "IMAGE_TO_3D_RETRY_AFTER",
-    "header_timeout_s": "IMAGE_TO_3D_HEADER_TIMEOUT",
-    "body_timeout_s": "IMAGE_TO_3D_BODY_TIMEOUT",
-    "body_min_rate": "IMAGE_TO_3D_BODY_MIN_RATE",
-    "send_timeout_s": "IMAGE_TO_3D_SEND_TIMEOUT",
-    "keep_alive_s": "IMAGE_TO_3D_KEEP_ALIVE",
-    "max_connections": "IMAGE_TO_3D_MAX_CONNECTIONS",
-}
+ENVIRONMENT = environment.SERVER_SETTINGS  # field name -> environment variable
 
 
 class SettingsError(ImageTo3DError):
@@ -47,17 +31,12 @@ class SettingsError(ImageTo3DError):
     status = 500
 
 
-def running_on_modal() -> bool:
-    """True inside a Modal container (Modal sets MODAL_IS_REMOTE=1 there)."""
-    return os.environ.get("MODAL_IS_REMOTE") == "1"
-
-
-def _env_text(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name) or default
+running_on_modal = environment.running_on_modal
+_env_text = environment.get
 
 
 def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
+    value = environment.get(name)
     if not value:
         return default
     try:
@@ -67,7 +46,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
+    value = environment.get(name)
     if not value:
         return default
     try:
@@ -84,7 +63,9 @@ class ServerSettings:
     model: str = field(default_factory=lambda: _env_text(ENVIRONMENT["model"], DEFAULT_MODEL) or DEFAULT_MODEL)
     device: str | None = field(default_factory=lambda: _env_text(ENVIRONMENT["device"]))
     rembg_model: str | None = field(default_factory=lambda: _env_text(ENVIRONMENT["rembg_model"]))
-    precision: str = field(default_factory=lambda: _env_text(ENVIRONMENT["precision"], "auto") or "auto")
+    precision: str = field(
+        default_factory=lambda: _env_text(ENVIRONMENT["precision"], DEFAULT_PRECISION) or DEFAULT_PRECISION
+    )
     token: str | None = field(default_factory=lambda: _env_text(TOKEN_VARIABLE), repr=False)
     max_body_bytes: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_body_bytes"], 20_000_000))
     max_pixels: int = field(default_factory=lambda: _env_int(ENVIRONMENT["max_pixels"], DEFAULT_MAX_PIXELS))

@@ -27,9 +27,9 @@ Only the fast path on CUDA uses it, after SceneField has checked it once against
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from remote import environment
 
 try:
     import triton
@@ -53,7 +53,7 @@ def available() -> bool:
 
 def interpreted() -> bool:
     """True under TRITON_INTERPRET=1, where the kernel runs on CPU tensors (slowly): for tests."""
-    return available() and os.environ.get("TRITON_INTERPRET") == "1"
+    return available() and environment.is_on(environment.TRITON_INTERPRET)
 
 
 def project_planes(scene_code: torch.Tensor, first_weight: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """`image-to-3d generate`: images on disk -> GLB files, with a progress bar and a timing table.
 
 Everything that can be checked before the (slow) model load is checked first, so a typo in a path
-fails in a second, not after a 1.7 GB download.
+fails in a second, not after a 1.7 GB download. The pipeline (torch) is imported only when the
+command runs, so `image-to-3d --help` stays quick.
 """
 
 from __future__ import annotations
@@ -11,10 +12,24 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from remote.errors import ImageTo3DError, InvalidOptionError
-from remote.pipeline import STAGES, TEXTURE_STAGES, GenerateOptions, Pipeline
+from remote.model_flags import add_model_arguments
+from remote.options import OPTIONS, GenerateOptions, add_cli_arguments
+
+
+def add_generate_command(commands: argparse._SubParsersAction) -> None:
+    """Register `generate` on the `image-to-3d` command's subparsers."""
+    generate = commands.add_parser(
+        "generate",
+        help="turn one or more images into GLB files",
+        description="Turn one or more images into GLB files. OUT is a .glb file for one image, "
+        "or a folder for several.",
+    )
+    generate.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or WebP")
+    generate.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    add_model_arguments(generate)
+    add_cli_arguments(generate)
+    generate.set_defaults(run=run_generate)
 
 
 def output_paths(images: list[Path], output: Path) -> list[Path]:
@@ -42,23 +57,20 @@ def check_inputs(images: list[Path]) -> None:
             raise InvalidOptionError(f"no such image file: {image}")
 
 
-def generate_files(args: argparse.Namespace) -> int:
+def run_generate(args: argparse.Namespace) -> int:
     """Run the pipeline over every image; report failures per image and exit 1 if any failed."""
-    options = GenerateOptions(
-        resolution=args.resolution,
-        threshold=args.threshold,
-        foreground_ratio=args.foreground_ratio,
-        remove_background=args.remove_background,
-        target_faces=args.target_faces,
-        texture_size=args.texture_size,
-    ).validate()
+    from tqdm import tqdm
+
+    from remote.pipeline import STAGES, TEXTURE_STAGES, Pipeline
+
+    options = GenerateOptions(**{option.name: getattr(args, option.name) for option in OPTIONS}).validate()
     images: list[Path] = list(args.images)
     check_inputs(images)
     targets = output_paths(images, args.output)
 
     pipeline = Pipeline.load(
         model=args.model, device=args.device, rembg_model_path=args.rembg_model,
-        precision="float32" if args.exact else "auto",
+        precision=args.precision,
     )
     stages = STAGES[:-1] + TEXTURE_STAGES + STAGES[-1:] if options.texture_size else STAGES  # "glb" last
     totals = {stage: 0.0 for stage in stages}

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import PIL.Image
 import torch
 from PIL import ImageDraw

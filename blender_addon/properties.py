@@ -14,8 +14,6 @@ from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty,
 # The server's target_faces range (declared in remote/options.py; tests/test_options.py checks these), 0 meaning "keep all".
 TARGET_FACES_MIN = 100
 TARGET_FACES_MAX = 10_000_000
-# The server's texture sizes (remote/texture/bake.py's TEXTURE_SIZES); 0 is vertex colours.
-TEXTURE_SIZES = (512, 1024, 2048)
 
 
 def _clamp_target_faces(settings: ImageTo3DSettings, context: bpy.types.Context) -> None:
@@ -74,9 +72,12 @@ class ImageTo3DSettings(bpy.types.PropertyGroup):
     texture_size: EnumProperty(  # type: ignore[valid-type]
         name="Colour",
         description="How the object carries its colours",
-        items=[("0", "Vertex colours", "A colour per vertex (the lightest file; fine detail needs a dense mesh)")]
-        + [(str(size), f"Texture {size}", f"A {size} x {size} image texture, UV-mapped: colour detail on a light mesh")
-           for size in TEXTURE_SIZES],
+        items=[  # written out, so tests can read them without Blender (tests/test_options.py)
+            ("0", "Vertex colours", "A colour per vertex (the lightest file; fine detail needs a dense mesh)"),
+            ("512", "Texture 512", "A 512 x 512 image texture, UV-mapped: colour detail on a light mesh"),
+            ("1024", "Texture 1024", "A 1024 x 1024 image texture, UV-mapped: colour detail on a light mesh"),
+            ("2048", "Texture 2048", "A 2048 x 2048 image texture, UV-mapped: colour detail on a light mesh"),
+        ],
         default="0",
     )
     placement: EnumProperty(  # type: ignore[valid-type]

@@ -36,7 +36,7 @@ from remote.preprocess import (
     load_image,
     prepare_image,
 )
-from remote.texture import TEXTURE_SIZES, bake_texture
+from remote.texture import bake_texture
 from remote.triposr.cuda_graph import GraphedModel
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device

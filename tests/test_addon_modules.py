@@ -46,11 +46,12 @@ def test_server_facts_match_the_server():
     for faces in (low - 1, high + 1):
         with pytest.raises(Exception, match="target_faces"):
             GenerateOptions(target_faces=faces).validate()
+    from remote.options import BY_NAME
     from remote.texture import TEXTURE_SIZES
 
-    (sizes,) = constants(ROOT / "blender_addon" / "properties.py", "TEXTURE_SIZES")
-    assert tuple(sizes) == tuple(TEXTURE_SIZES)  # the panel's "Colour" choices are the server's sizes
-    for size in (0, *sizes):
+    # the option's choices (the panel's "Colour" items, tests/test_options.py) are what the bake makes
+    assert BY_NAME["texture_size"].choices == (0, *TEXTURE_SIZES)
+    for size in BY_NAME["texture_size"].choices:
         GenerateOptions(texture_size=size).validate()
 
 

@@ -80,12 +80,17 @@ def test_errors_are_one_clear_line_and_a_failing_exit(tmp_path, make_input, mess
         (["--resolution", "8"], "resolution must be between 32 and 512"),
         (["--foreground-ratio", "2"], "foreground_ratio must be between 0.5 and 1.0"),
         (["--target-faces", "10"], "target_faces must be between"),
-        (["--texture-size", "300"], "texture_size must be 0 (vertex colours) or one of 512, 1024, 2048"),
     ],
 )
 def test_options_out_of_range(tmp_path, args, message):
     run = generate(str(EXAMPLES / "chair.png"), "-o", str(tmp_path / "x.glb"), *args)
     assert run.returncode == 1 and message in run.stderr
+
+
+def test_a_texture_size_not_offered_is_refused_with_the_choices(tmp_path):
+    run = generate(str(EXAMPLES / "chair.png"), "-o", str(tmp_path / "x.glb"), "--texture-size", "300")
+    assert run.returncode == 2 and "invalid choice: 300 (choose from 0, 512, 1024, 2048)" in run.stderr
+    assert not (tmp_path / "x.glb").exists()
 
 
 def test_output_must_be_a_glb_file_for_one_image(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from analytic_field import AnalyticField
 from conftest import BLENDER_PYTHON
 from glb_reader import read_glb
-from remote.extraction import Mesh, extract_mesh
+from remote.extraction import Mesh
 from remote.glb import (
     POSITION_STEPS,
     compact_mesh_to_glb,

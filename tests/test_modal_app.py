@@ -592,7 +592,7 @@ def test_modal_run_refuses_a_missing_image_before_waking_a_gpu(tmp_path: Path) -
         entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.obj"))
     with pytest.raises(SystemExit, match="resolution must be between 32 and 512"):
         entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.glb"), resolution=8)
-    with pytest.raises(SystemExit, match="texture_size must be 0"):
+    with pytest.raises(SystemExit, match="texture_size must be one of 0, 512, 1024, 2048"):
         entrypoint(str(REPO_ROOT / "tests/fixtures/examples/chair.png"), str(tmp_path / "out.glb"), texture_size=300)
     assert not (tmp_path / "out.glb").exists()
 

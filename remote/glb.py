@@ -126,61 +126,57 @@ def _padded(data: bytes, fill: bytes) -> bytes:
     return data + fill * (-len(data) % 4)
 
 
-def mesh_to_glb(mesh: Mesh, *, normals: bool = True) -> bytes:
-    """One mesh, one vertex-colour material, glTF axes, linear 16-bit COLOR_0, vertex normals if `normals`."""
-    vertices = np.asarray(mesh.vertices, dtype=np.float32)
-    faces = np.asarray(mesh.faces)
-    colors = np.asarray(mesh.colors)
-    count = len(vertices)
-    if vertices.ndim != 2 or vertices.shape[1] != 3 or colors.shape != vertices.shape:
-        raise ValueError(f"vertices and colours must be (V, 3), got {vertices.shape} and {colors.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
-        raise ValueError(f"faces must be (F, 3) integers, got {faces.dtype} {faces.shape}")
-    if len(faces) == 0:
-        raise ValueError("the mesh has no faces: a glTF primitive needs at least one triangle")
-    if faces.min() < 0 or faces.max() >= count:
-        raise ValueError(f"faces index vertices outside 0..{count - 1}")
-    model_normals = None
-    if normals:
-        model_normals = mesh.normals
-        if model_normals is None:
-            model_normals = vertex_normals(torch.from_numpy(vertices), torch.from_numpy(faces)).numpy()
-        if model_normals.shape != vertices.shape:
-            raise ValueError(f"normals must be (V, 3) like the vertices, got {model_normals.shape}")
+# (name, count, type, componentType, target): one accessor and one bufferView each, in this order.
+Layout = list[tuple[str, int, str, int, int]]
 
-    # One accessor and one bufferView each, in trimesh's order: (name, count, type, componentType, target).
+
+def _float_layout(faces: np.ndarray, count: int, attribute: tuple[str, str, int], normals: bool) -> Layout:
+    """indices, POSITION, one more attribute, NORMAL if asked: trimesh's order."""
+    name, kind, component_type = attribute
     layout = [
         ("indices", 3 * len(faces), "SCALAR", GLTF_UNSIGNED_INT, GLTF_ELEMENT_ARRAY_BUFFER),
         ("POSITION", count, "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
-        ("COLOR_0", count, "VEC4", GLTF_UNSIGNED_SHORT, GLTF_ARRAY_BUFFER),
+        (name, count, kind, component_type, GLTF_ARRAY_BUFFER),
     ]
-    if model_normals is not None:
+    if normals:
         layout.append(("NORMAL", count, "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER))
-    buffer_views: list[dict[str, Any]] = []
-    padding: list[slice] = []
+    return layout
+
+
+def _buffer_views(layout: Layout) -> tuple[list[dict[str, Any]], int]:
+    """One view per entry, each starting 4-byte aligned; and where the next one would start."""
+    views: list[dict[str, Any]] = []
     offset = 0
     for _, items, kind, component_type, target in layout:
         size = items * COMPONENTS[kind] * COMPONENT_DTYPES[component_type].itemsize
-        buffer_views.append({"buffer": 0, "byteOffset": offset, "byteLength": size, "target": target})
-        padding.append(slice(offset + size, offset + size + -size % 4))  # every view starts 4-byte aligned
-        offset = padding[-1].stop
-    binary = np.empty(offset, dtype=np.uint8)
-    for gap in padding:  # (none with these types: every view's length is a multiple of 4)
-        binary[gap] = 0
-    arrays = {
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": size, "target": target})
+        offset += size + -size % 4
+    return views, offset
+
+
+def _typed_arrays(binary: np.ndarray, layout: Layout, views: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Writable (count, components) views of `binary`, one per layout entry."""
+    return {
         name: np.frombuffer(binary, COMPONENT_DTYPES[component_type], items * COMPONENTS[kind], view["byteOffset"])
         .reshape(items, COMPONENTS[kind])
-        for (name, items, kind, component_type, _), view in zip(layout, buffer_views)
+        for (name, items, kind, component_type, _), view in zip(layout, views)
     }
-    np.copyto(arrays["indices"].reshape(-1, 3), faces, casting="unsafe")  # checked to be in 0..V-1 above
-    _write_gltf_axes(arrays["POSITION"], vertices)
-    _write_linear_color(arrays["COLOR_0"], colors)
-    if model_normals is not None:
-        _write_gltf_axes(arrays["NORMAL"], model_normals)
 
-    # POSITION's bounds, required, from the stored floats: float() of a float32 is exact, so is its JSON.
-    positions = arrays["POSITION"]
-    low = [float(positions[:, axis].min()) for axis in range(3)]  # a column at a time: see _write_gltf_axes
+
+def _model_normals(mesh: Any, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The mesh's vertex normals, computed when it has none."""
+    model_normals = mesh.normals
+    if model_normals is None:
+        model_normals = vertex_normals(torch.from_numpy(vertices), torch.from_numpy(faces)).numpy()
+    if model_normals.shape != vertices.shape:
+        raise ValueError(f"normals must be (V, 3) like the vertices, got {model_normals.shape}")
+    return model_normals
+
+
+def _position_accessors(layout: Layout, positions: np.ndarray) -> list[dict[str, Any]]:
+    """Accessors for `layout`; POSITION's required bounds from the stored floats (float() of a
+    float32 is exact, so is its JSON), a column at a time (see _write_gltf_axes)."""
+    low = [float(positions[:, axis].min()) for axis in range(3)]
     high = [float(positions[:, axis].max()) for axis in range(3)]
     if not np.isfinite(low + high).all():
         raise ValueError("the mesh has non-finite vertex coordinates")
@@ -189,25 +185,55 @@ def mesh_to_glb(mesh: Mesh, *, normals: bool = True) -> bytes:
         for index, (_, items, kind, component_type, _) in enumerate(layout)
     ]
     accessors[1].update(min=low, max=high)
-    accessors[2]["normalized"] = True
+    return accessors
+
+
+def _gltf(layout: Layout, accessors: list[dict[str, Any]], views: list[dict[str, Any]], size: int,
+          material: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The JSON of a one-node, one-mesh, one-primitive file."""
     primitive = {
         "attributes": {name: index for index, (name, *_) in enumerate(layout) if name != "indices"},
         "indices": 0,
         "mode": GLTF_TRIANGLES,
         "material": 0,
     }
-    gltf = {
+    return {
         "asset": {"version": "2.0", "generator": GENERATOR},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"name": "object", "mesh": 0}],
         "meshes": [{"name": "object", "primitives": [primitive]}],
-        "materials": [MATERIAL],
+        "materials": [material],
+        **extra,
         "accessors": accessors,
-        "bufferViews": buffer_views,
-        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": views,
+        "buffers": [{"byteLength": size}],
     }
-    return _glb_container(gltf, binary)
+
+
+def mesh_to_glb(mesh: Mesh, *, normals: bool = True) -> bytes:
+    """One mesh, one vertex-colour material, glTF axes, linear 16-bit COLOR_0, vertex normals if `normals`."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces)
+    colors = np.asarray(mesh.colors)
+    _check_faces(vertices, faces)
+    if colors.shape != vertices.shape:
+        raise ValueError(f"vertices and colours must be (V, 3), got {vertices.shape} and {colors.shape}")
+    model_normals = _model_normals(mesh, vertices, faces) if normals else None
+
+    layout = _float_layout(faces, len(vertices), ("COLOR_0", "VEC4", GLTF_UNSIGNED_SHORT), normals)
+    views, size = _buffer_views(layout)
+    binary = np.zeros(size, dtype=np.uint8)  # (no padding with these types: every length is a multiple of 4)
+    arrays = _typed_arrays(binary, layout, views)
+    np.copyto(arrays["indices"].reshape(-1, 3), faces, casting="unsafe")  # checked to be in 0..V-1 above
+    _write_gltf_axes(arrays["POSITION"], vertices)
+    _write_linear_color(arrays["COLOR_0"], colors)
+    if model_normals is not None:
+        _write_gltf_axes(arrays["NORMAL"], model_normals)
+
+    accessors = _position_accessors(layout, arrays["POSITION"])
+    accessors[2]["normalized"] = True
+    return _glb_container(_gltf(layout, accessors, views, len(binary), MATERIAL), binary)
 
 
 def _glb_container(gltf: dict[str, Any], binary: np.ndarray) -> bytes:
@@ -241,36 +267,13 @@ def textured_mesh_to_glb(mesh: "TexturedMesh", *, normals: bool = False) -> byte
         raise ValueError("uv must lie in 0..1")
     if not mesh.image or mesh.mime_type not in ("image/png", "image/jpeg"):
         raise ValueError(f"the texture must be PNG or JPEG bytes, got {mesh.mime_type!r}")
-    model_normals = None
-    if normals:
-        model_normals = mesh.normals
-        if model_normals is None:
-            model_normals = vertex_normals(torch.from_numpy(vertices), torch.from_numpy(faces)).numpy()
-        if model_normals.shape != vertices.shape:
-            raise ValueError(f"normals must be (V, 3) like the vertices, got {model_normals.shape}")
+    model_normals = _model_normals(mesh, vertices, faces) if normals else None
 
-    # (name, count, type, componentType, target); the image's view comes last and has no target.
-    layout = [
-        ("indices", 3 * len(faces), "SCALAR", GLTF_UNSIGNED_INT, GLTF_ELEMENT_ARRAY_BUFFER),
-        ("POSITION", count, "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
-        ("TEXCOORD_0", count, "VEC2", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
-    ]
-    if model_normals is not None:
-        layout.append(("NORMAL", count, "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER))
-    buffer_views: list[dict[str, Any]] = []
-    offset = 0
-    for _, items, kind, component_type, target in layout:
-        size = items * COMPONENTS[kind] * COMPONENT_DTYPES[component_type].itemsize
-        buffer_views.append({"buffer": 0, "byteOffset": offset, "byteLength": size, "target": target})
-        offset += size + -size % 4
-    buffer_views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(mesh.image)})
-    total = offset + len(mesh.image) + -len(mesh.image) % 4
-    binary = np.zeros(total, dtype=np.uint8)
-    arrays = {
-        name: np.frombuffer(binary, COMPONENT_DTYPES[component_type], items * COMPONENTS[kind], view["byteOffset"])
-        .reshape(items, COMPONENTS[kind])
-        for (name, items, kind, component_type, _), view in zip(layout, buffer_views)
-    }
+    layout = _float_layout(faces, count, ("TEXCOORD_0", "VEC2", GLTF_FLOAT), normals)
+    views, offset = _buffer_views(layout)
+    views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(mesh.image)})  # the image: no target
+    binary = np.zeros(offset + len(mesh.image) + -len(mesh.image) % 4, dtype=np.uint8)
+    arrays = _typed_arrays(binary, layout, views)
     np.copyto(arrays["indices"].reshape(-1, 3), faces, casting="unsafe")  # checked to be in 0..V-1 above
     _write_gltf_axes(arrays["POSITION"], vertices)
     arrays["TEXCOORD_0"][:] = uv
@@ -278,36 +281,12 @@ def textured_mesh_to_glb(mesh: "TexturedMesh", *, normals: bool = False) -> byte
         _write_gltf_axes(arrays["NORMAL"], model_normals)
     binary[offset : offset + len(mesh.image)] = np.frombuffer(mesh.image, dtype=np.uint8)
 
-    positions = arrays["POSITION"]
-    low = [float(positions[:, axis].min()) for axis in range(3)]
-    high = [float(positions[:, axis].max()) for axis in range(3)]
-    if not np.isfinite(low + high).all():
-        raise ValueError("the mesh has non-finite vertex coordinates")
-    accessors: list[dict[str, Any]] = [
-        {"bufferView": index, "componentType": component_type, "count": items, "type": kind}
-        for index, (_, items, kind, component_type, _) in enumerate(layout)
-    ]
-    accessors[1].update(min=low, max=high)
-    primitive = {
-        "attributes": {name: index for index, (name, *_) in enumerate(layout) if name != "indices"},
-        "indices": 0,
-        "mode": GLTF_TRIANGLES,
-        "material": 0,
-    }
-    gltf = {
-        "asset": {"version": "2.0", "generator": GENERATOR},
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": "object", "mesh": 0}],
-        "meshes": [{"name": "object", "primitives": [primitive]}],
-        "materials": [TEXTURE_MATERIAL],
-        "textures": [{"sampler": 0, "source": 0}],
-        "samplers": [TEXTURE_SAMPLER],
-        "images": [{"name": "texture", "bufferView": len(layout), "mimeType": mesh.mime_type}],
-        "accessors": accessors,
-        "bufferViews": buffer_views,
-        "buffers": [{"byteLength": len(binary)}],
-    }
+    gltf = _gltf(
+        layout, _position_accessors(layout, arrays["POSITION"]), views, len(binary), TEXTURE_MATERIAL,
+        textures=[{"sampler": 0, "source": 0}],
+        samplers=[TEXTURE_SAMPLER],
+        images=[{"name": "texture", "bufferView": len(layout), "mimeType": mesh.mime_type}],
+    )
     return _glb_container(gltf, binary)
 
 

@@ -85,7 +85,7 @@ def main() -> None:
     scene_code = bench.scene_code_for(pipeline, Path(args.image))
     if device.type == "cuda":
         model_pass_with_cuda_graph(pipeline, Path(args.image), device)
-    field = pipeline.model.field(scene_code)
+    field = pipeline.field(scene_code)
     total = resolution**3
     with torch.inference_mode():
         points = torch.rand(total, 3, device=device) * 1.74 - 0.87

@@ -30,7 +30,7 @@ Caveat for parity figures on this scene: the random transformer spreads the spat
 needs over all its directions, weak ones included, so the fitted post-processor passes plane errors
 on about 3x more strongly (relative to the scene code's variation) than a random one; the fp16
 transformer moved this scene's surface 0.121 voxel on an H200 with every product in fp16, 0.044
-with the ends in float32 (model.float32_ends; the fp16 MLP and band extraction add almost nothing). A penalty on the post-processor's weights cut that sensitivity little (a third at
+with the ends in float32 (remote/precision.py FLOAT32_ENDS; the fp16 MLP and band extraction add almost nothing). A penalty on the post-processor's weights cut that sensitivity little (a third at
 most, and the MLP then grew steeper) while it spoiled the fit, so there is none.
 """
 
@@ -291,7 +291,7 @@ def _check_float32(model: TripoSR) -> None:
     """The fit is the float32 reference: its planes and weights must not carry the fast path's rounding."""
     dtypes = {parameter.dtype for parameter in model.parameters()}
     if dtypes != {torch.float32}:
-        raise ValueError(f"fit a float32 model (use_fast_precision after fitting); it has {sorted(map(str, dtypes))}")
+        raise ValueError(f"fit a float32 model (remote.precision.apply_policy after fitting); it has {sorted(map(str, dtypes))}")
 
 
 def _cosine(step: int, steps: int) -> float:

@@ -23,6 +23,7 @@ With `--json` the last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import gzip
 import json
@@ -43,6 +44,7 @@ import mesh_distance  # noqa: E402
 from remote.extraction import Mesh, dense_density, extract_mesh  # noqa: E402
 from remote.glb import mesh_to_glb  # noqa: E402
 from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
+from remote.precision import PrecisionPolicy, policy_for  # noqa: E402
 from remote.preprocess import load_image, prepare_image  # noqa: E402
 from remote.triposr.weights import build_random_model, load_model, resolve_device  # noqa: E402
 
@@ -68,32 +70,24 @@ def main() -> None:
 
 def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     import remote.extraction
-    import remote.pipeline
     import remote.triposr.fused_field
-    import remote.triposr.model
 
     if args.band_margin is not None:
         remote.extraction.BAND_LOG_MARGIN = args.band_margin
     if args.coarse_stride is not None:
         remote.extraction.COARSE_STRIDE = args.coarse_stride
-    if args.no_cuda_graph:
-        remote.pipeline.CUDA_GRAPH = False
-    if args.no_fused_field:
-        remote.triposr.fused_field.triton = None  # available() is then False: PyTorch ops
-    if args.transformer_dtype is not None:
-        remote.triposr.model.FAST_TRANSFORMER_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}[
-            args.transformer_dtype
-        ]
     device = resolve_device(args.device)
+    policy = build_policy(args, device)
     image_path = Path(args.image)
     report: dict = {
         "device": _device_name(device), "resolution": args.resolution, "runs": args.runs,
         "band_margin": remote.extraction.BAND_LOG_MARGIN, "coarse_stride": remote.extraction.COARSE_STRIDE,
-        "transformer_dtype": str(remote.triposr.model.FAST_TRANSFORMER_DTYPE).replace("torch.", ""),
-        "cuda_graph": remote.pipeline.CUDA_GRAPH, "fused_field": remote.triposr.fused_field.available(),
+        "transformer_dtype": policy.matmul_dtype,
+        "cuda_graph": policy.cuda_graph and device.type == "cuda",
+        "fused_field": policy.fused_field and remote.triposr.fused_field.available(),
     }
 
-    load_seconds, pipeline = load_pipeline(args, device, model_dir)
+    load_seconds, pipeline = load_pipeline(policy, device, model_dir)
     report["model_load_s"] = load_seconds
     threshold = args.threshold if args.threshold is not None else choose_threshold(args, pipeline, image_path)
     report["threshold"] = threshold
@@ -173,12 +167,24 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def load_pipeline(args: argparse.Namespace, device: torch.device, model_dir: Path) -> tuple[float, Pipeline]:
+def build_policy(args: argparse.Namespace, device: torch.device) -> PrecisionPolicy:
+    """The product's policy for `--exact` or "auto" on this device, with the flags' variations."""
+    policy = policy_for("float32" if args.exact else "auto", device.type)
+    changes: dict = {}
+    if args.no_cuda_graph:
+        changes["cuda_graph"] = False
+    if args.no_fused_field:
+        changes["fused_field"] = False
+    if args.transformer_dtype is not None and policy.matmul_dtype != "float32":  # the fast path's dtype
+        changes["matmul_dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[args.transformer_dtype]
+    return dataclasses.replace(policy, **changes)
+
+
+def load_pipeline(policy: PrecisionPolicy, device: torch.device, model_dir: Path) -> tuple[float, Pipeline]:
     """Time loading from local safetensors to a ready model on the device."""
-    precision = "float32" if args.exact else "auto"
     _free(device)
     start = time.perf_counter()
-    pipeline = Pipeline.load(model=model_dir, device=device.type, precision=precision)
+    pipeline = Pipeline.load(model=model_dir, device=device.type, precision=policy)
     _sync(device)
     return time.perf_counter() - start, pipeline
 
@@ -230,7 +236,7 @@ def choose_threshold(args: argparse.Namespace, pipeline: Pipeline, image_path: P
 
     scene_code = scene_code_for(pipeline, image_path)
     with torch.inference_mode():
-        volume = dense_density(pipeline.model.field(scene_code), args.resolution, 0.87, 1 << 20)
+        volume = dense_density(pipeline.field(scene_code), args.resolution, 0.87, 1 << 20)
         ordered = volume.flatten().sort(descending=True).values
         for inside in INSIDE_SHARES:
             threshold = _between_levels(ordered, float(ordered[int(inside * (len(ordered) - 1))]))
@@ -319,13 +325,13 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
         exact_code = exact_model(images)[0]
         exact = mesh_for(exact_model.field(exact_code), options, method="dense")
         candidates = {
-            "scene": mesh_for(pipeline.model.field(scene_code), options),
+            "scene": mesh_for(pipeline.field(scene_code), options),
             # Which part moves the surface: the band alone, reduced precision alone, and of that the
             # transformer's scene code alone (float32 field) or the fast field alone (float32 code).
             "scene_band_only": mesh_for(exact_model.field(exact_code), options, method="band"),
-            "scene_precision_only": mesh_for(pipeline.model.field(scene_code), options, method="dense"),
+            "scene_precision_only": mesh_for(pipeline.field(scene_code), options, method="dense"),
             "scene_transformer_only": mesh_for(exact_model.field(scene_code.float()), options, method="dense"),
-            "scene_field_only": mesh_for(pipeline.model.field(exact_code), options, method="dense"),
+            "scene_field_only": mesh_for(pipeline.field(exact_code), options, method="dense"),
         }
     figures = {name: compare_meshes(mesh, exact, options.resolution) for name, mesh in candidates.items()}
     # How far the scene code itself moved (mean |difference| over mean |value|): with the surface's

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from pipeline import FITTED_THRESHOLD, compare_meshes, mesh_for  # noqa: E402
 
 from remote.pipeline import GenerateOptions  # noqa: E402
+from remote.precision import FLOAT32_ENDS  # noqa: E402
 from remote.preprocess import load_image, prepare_image  # noqa: E402
 from remote.triposr.cuda_graph import GraphedModel  # noqa: E402
 import remote.triposr.model as model_module  # noqa: E402
@@ -46,6 +47,11 @@ def vit_layers(model: TripoSR, first: int = 0, last: int | None = None) -> list[
     return layers[first:last]
 
 
+def ends(model: TripoSR) -> list[nn.Module]:
+    """The layers the product's fast path keeps in float32 (remote/precision.py's FLOAT32_ENDS)."""
+    return [model.get_submodule(name) for name in FLOAT32_ENDS]
+
+
 def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
     return list(model.backbone.transformer_blocks)[first:last]
 
@@ -54,12 +60,12 @@ def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.M
 # transformer gets fp16 products. Parts are whole blocks (a block runs in its first layer's dtype).
 CONFIGS = {
     "all fp16": (lambda m: [], False),
-    "ends float32 (default)": (lambda m: m.float32_ends(), False),
+    "ends float32 (default)": (lambda m: ends(m), False),
     "ViT TF32": (lambda m: [m.image_tokenizer], True),
     "ViT layers 0-5 float32": (lambda m: [m.image_tokenizer.model.embeddings] + vit_layers(m, 0, 6), False),
     "ViT float32": (lambda m: [m.image_tokenizer], False),
-    "ViT and ends float32": (lambda m: [m.image_tokenizer] + m.float32_ends(), False),
-    "ViT, ends, blocks 12-15 float32": (lambda m: [m.image_tokenizer] + m.float32_ends() + blocks(m, 12), False),
+    "ViT and ends float32": (lambda m: [m.image_tokenizer] + ends(m), False),
+    "ViT, ends, blocks 12-15 float32": (lambda m: [m.image_tokenizer] + ends(m) + blocks(m, 12), False),
     "transformer float32": (lambda m: [m.backbone], False),
 }
 

@@ -112,7 +112,7 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
     else:
         choice = argparse.Namespace(random_weights=True, fitted_scene=scene == "fitted", resolution=args.resolution)
         threshold = pipeline_benchmark.choose_threshold(choice, pipeline, image_path)
-        field = pipeline.model.field(pipeline_benchmark.scene_code_for(pipeline, image_path))
+        field = pipeline.field(pipeline_benchmark.scene_code_for(pipeline, image_path))
     sync = lambda: pipeline_benchmark._sync(device)  # noqa: E731
     with torch.inference_mode():
         timings: dict[str, float] = {}

@@ -32,7 +32,7 @@ def test_warm_up_prepares_the_cuda_path() -> None:
 
     pipeline = Pipeline.load(TINY_MODEL, device="cuda")
     pipeline.warm_up()
-    assert pipeline.model.fused_field_checked and len(pipeline.run_model._graphs) == 1
+    assert pipeline.fused_field.checked and len(pipeline.run_model._graphs) == 1
 
 
 def test_the_cpu_half_leaves_no_weight_in_the_mapped_file():

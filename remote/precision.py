@@ -32,7 +32,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 # The products the fast path keeps in float32, by their names in the model: the ViT's patch
 # embedding (it reads the pixels) and the transformer's proj_in and proj_out (proj_out writes the
 # planes directly). Under 1% of the pass's arithmetic, they carried most of its fp16 error
-# (docs/performance.md, benchmarks/precision_sweep.py).
+# (docs/performance.md, benchmarks/investigations/precision_sweep.py).
 FLOAT32_ENDS = (
     "image_tokenizer.model.embeddings.patch_embeddings",
     "backbone.proj_in",

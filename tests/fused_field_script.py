@@ -4,22 +4,17 @@ against the PyTorch query it replaces, on the tiny reference model. Prints one J
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import TINY_MODEL  # noqa: E402
-from remote.extraction import extract_mesh  # noqa: E402
-from remote.precision import FAST, apply_policy  # noqa: E402
-from remote.triposr import fused_field  # noqa: E402
-from remote.triposr.model import FusedField  # noqa: E402
-from remote.triposr.weights import load_model  # noqa: E402
+from image_to_3d_dev.paths import TINY_MODEL
+from remote.extraction import extract_mesh
+from remote.precision import FAST, apply_policy
+from remote.triposr import fused_field
+from remote.triposr.model import FusedField
+from remote.triposr.weights import load_model
 
 
 def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-"""benchmarks/fitted_scene.py: the fit turns a model's random field into the analytic scene.
+"""image_to_3d_dev/fitted_scene.py: the fit turns a model's random field into the analytic scene.
 
 On the tiny reference model (planes 4x4, so a coarse fit) and at a low resolution; the full-size fit
 is the benchmark's. The same bar is checked against a model that was not fitted, so it can fail.
@@ -6,19 +6,16 @@ is the benchmark's. The same bar is checked against a model that was not fitted,
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from analytic_field import AnalyticField
+from image_to_3d_dev import fitted_scene
+from image_to_3d_dev.analytic_field import AnalyticField
 from conftest import EXAMPLES, TINY_MODEL
 from remote.extraction import extract_mesh
 from remote.triposr.weights import load_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import fitted_scene  # noqa: E402
 
 pytestmark = pytest.mark.slow  # fits a model
 

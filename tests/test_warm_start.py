@@ -8,7 +8,7 @@ import torch
 from conftest import EXAMPLES, TINY_MODEL
 from remote import warm_start
 from remote.pipeline import GenerateOptions
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 
 @pytest.mark.slow  # loads and runs the tiny model

@@ -47,7 +47,7 @@ def reduce_matmul_precision(
 def strict_float32() -> Iterator[None]:
     """float32 products really in float32 while the block runs: PyTorch's default lets cuDNN run
     float32 convolutions (the patch embedding, the post-processor) in TF32, whose 10-bit inputs
-    moved the fitted scenes' surfaces 0.05 voxel on an H200 (benchmarks/precision_sweep.py)."""
+    moved the fitted scenes' surfaces 0.05 voxel on an H200 (benchmarks/investigations/precision_sweep.py)."""
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

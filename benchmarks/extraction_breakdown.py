@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from image_to_3d_dev.paths import EXAMPLES
-from image_to_3d_dev.scenes import model_input, random_weights_threshold, save_random_model, scene_code_for
+from image_to_3d_dev.images import model_input
+from image_to_3d_dev.scenes import random_weights_threshold, save_random_model, scene_code_for
 from image_to_3d_dev.timing import device_sync, median_seconds
 from remote import extraction
 from remote.extraction import Mesh, band_density, vertex_normals, weld

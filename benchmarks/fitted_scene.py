@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from image_to_3d_dev.analytic_field import AnalyticField
+from image_to_3d_dev.images import model_input
 from image_to_3d_dev.fitted_scene import (
     DEFAULT_BATCH_POINTS,
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEPS,
     compare_with_target,
-    example_images,
     fit_scene,
     fit_statistics,
     frozen_planes,
@@ -36,7 +36,7 @@ def main() -> None:
     device = resolve_device(args.device)
     start = time.perf_counter()
     model = build_random_model(device=device, decoder_gain=args.decoder_gain, seed=args.seed)
-    images = example_images(args.image, device)
+    images = model_input(args.image, device)
     planes = frozen_planes(model, images)
     print(f"random model and its planes: {time.perf_counter() - start:.1f} s")
     target = AnalyticField(threshold=args.threshold, device=str(device))

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import torch
 
+from image_to_3d_dev.images import model_input
 from image_to_3d_dev.paths import EXAMPLES
 from image_to_3d_dev.scenes import (
     FITTED_THRESHOLD,
     compare_meshes,
     mesh_for,
-    model_input,
     random_weights_threshold,
     save_random_model,
 )

@@ -12,6 +12,7 @@ import torch
 
 from image_to_3d_dev import fitted_scene
 from image_to_3d_dev.analytic_field import AnalyticField
+from image_to_3d_dev.images import model_input
 from conftest import EXAMPLES, TINY_MODEL
 from remote.extraction import extract_mesh
 from remote.triposr.weights import load_model
@@ -27,7 +28,7 @@ LEARNING_RATE = 1e-2  # the tiny MLP (16 wide) takes larger steps than the full-
 
 def fit(steps: int):
     model = load_model(TINY_MODEL, device="cpu")
-    images = fitted_scene.example_images(EXAMPLES / "chair.png", torch.device("cpu"))
+    images = model_input(EXAMPLES / "chair.png", torch.device("cpu"))
     target = AnalyticField()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     stats = fitted_scene.fit_scene(

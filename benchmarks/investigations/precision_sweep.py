@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 import remote.triposr.model as model_module
-from image_to_3d_dev.scenes import FITTED_THRESHOLD, compare_meshes, mesh_for, model_input
+from image_to_3d_dev.images import model_input
+from image_to_3d_dev.scenes import FITTED_THRESHOLD, compare_meshes, mesh_for
 from image_to_3d_dev.paths import EXAMPLES
 from image_to_3d_dev.timing import device_sync, median_seconds
 from remote.pipeline import GenerateOptions

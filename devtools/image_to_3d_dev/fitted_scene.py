@@ -305,11 +305,3 @@ def save_model(model: TripoSR, folder: Path, config_path: Path = DEFAULT_CONFIG_
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.yaml").write_text(Path(config_path).read_text())
     return folder
-
-
-def example_images(path: Path, device: torch.device) -> torch.Tensor:
-    """The image as the pipeline gives it to the model: (1, S, S, 3) in 0..1 (its own alpha, no rembg)."""
-    from remote.preprocess import load_image, prepare_image
-
-    prepared = prepare_image(load_image(path), remove_background="never")
-    return torch.from_numpy(prepared).to(device)[None]

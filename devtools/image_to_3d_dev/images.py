@@ -1,14 +1,17 @@
-"""Pictures the preprocessing and decoding benchmarks share."""
+"""Pictures the tests and benchmarks share, and the image as the pipeline gives it to the model."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import torch
 from PIL import ImageDraw
 
 from image_to_3d_dev.paths import EXAMPLES, FIXTURES
+from remote.preprocess import load_image, prepare_image
 
 
 def backdrop(size: tuple[int, int], seed: int = 0) -> PIL.Image.Image:
@@ -35,3 +38,10 @@ def preprocess_images() -> dict[str, bytes]:
     big.save(out, "PNG", compress_level=6)
     found["cutout_4000x3000"] = out.getvalue()
     return found
+
+
+def model_input(image: Path, device: torch.device | str) -> torch.Tensor:
+    """An image that carries its own alpha as the pipeline gives it to the model: (1, S, S, 3) in
+    0..1 on `device` (no background removal)."""
+    prepared = prepare_image(load_image(image), remove_background="never")
+    return torch.from_numpy(prepared).to(device)[None]

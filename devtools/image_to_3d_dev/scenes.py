@@ -10,23 +10,16 @@ from pathlib import Path
 import torch
 
 from image_to_3d_dev import mesh_distance
+from image_to_3d_dev.images import model_input
 from remote.extraction import Mesh, dense_density, extract_mesh
 from remote.options import GenerateOptions
 from remote.pipeline import Pipeline
-from remote.preprocess import load_image, prepare_image
 from remote.triposr.weights import build_random_model
 
 FITTED_THRESHOLD = 25.0  # upstream's; the fitted scene's surface is fitted at it
 MAX_RANDOM_FACES = 250_000
 INSIDE_SHARES = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5)
 RADIUS = 0.87  # the published config's renderer.radius
-
-
-def model_input(image: Path, device: torch.device | str) -> torch.Tensor:
-    """An image that carries its own alpha as the pipeline gives it to the model: (1, S, S, 3) in
-    0..1 on `device` (no background removal)."""
-    prepared = prepare_image(load_image(image), remove_background="never")
-    return torch.from_numpy(prepared).to(device)[None]
 
 
 def save_random_model(

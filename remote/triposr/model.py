@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FUSED_FIELD_TOLERANCE = 0.05  # max relative density, fused kernel vs float32 (measured 7e-3 on an H100)
+# Max relative density, fused kernel against float32, for the kernel's check to pass: several times
+# what a correct kernel gives (docs/performance.md), far below what a miscompiled one does.
+FUSED_FIELD_TOLERANCE = 0.05
 
 
 def reduce_matmul_precision(
@@ -47,7 +49,7 @@ def reduce_matmul_precision(
 def strict_float32() -> Iterator[None]:
     """float32 products really in float32 while the block runs: PyTorch's default lets cuDNN run
     float32 convolutions (the patch embedding, the post-processor) in TF32, whose 10-bit inputs
-    moved the fitted scenes' surfaces 0.05 voxel on an H200 (benchmarks/investigations/precision_sweep.py)."""
+    move the surface measurably (docs/performance.md, "The fast path's precision policy")."""
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

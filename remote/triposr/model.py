@@ -235,10 +235,9 @@ class FusedField:
 
     def mlp(self) -> fused_field.FusedFieldMLP:
         """The decoder packed for the fused kernel, made once per device and dtype."""
-        decoder = self.model.decoder
-        key = (decoder.layers[0].weight.device, decoder.layers[0].weight.dtype)
+        linears = [layer for layer in self.model.decoder.layers if isinstance(layer, nn.Linear)]
+        key = (linears[0].weight.device, linears[0].weight.dtype)
         if self._mlp is None or self._mlp[0] != key:
-            linears = [layer for layer in decoder.layers if isinstance(layer, nn.Linear)]
             self._mlp = (key, fused_field.FusedFieldMLP(linears))
         return self._mlp[1]
 

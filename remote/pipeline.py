@@ -28,7 +28,7 @@ from remote.errors import (
 from remote.extraction import extract_mesh
 from remote.glb import compact_mesh_to_glb, textured_mesh_to_glb
 from remote.options import GenerateOptions
-from remote.precision import FLOAT32, PrecisionPolicy, apply_policy, check_precision, policy_for
+from remote.precision import FLOAT32_BAND, PrecisionPolicy, apply_policy, check_precision, policy_for
 from remote.preprocess_torch import prepare_image_tensor
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -101,7 +101,7 @@ class Pipeline:
         model_source: str = "",
         revision: str | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        policy: PrecisionPolicy = FLOAT32,
+        policy: PrecisionPolicy = FLOAT32_BAND,  # what a plain Pipeline(...) ran before policies: band, no graph
     ) -> None:
         """`model` already has `policy`'s dtypes (`from_model` applies them); the policy says how
         the rest runs: the extraction method, the CUDA graph, the fused field kernel."""

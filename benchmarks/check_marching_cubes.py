@@ -10,14 +10,11 @@ Exits non-zero if they disagree.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from remote import marching_cubes as mc  # noqa: E402
-from remote.extraction import weld  # noqa: E402
+from remote import marching_cubes as mc
+from remote.extraction import weld
 
 
 def signed_volume(vertices: torch.Tensor, faces: torch.Tensor) -> float:

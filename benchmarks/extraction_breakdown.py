@@ -2,7 +2,7 @@
 
     python benchmarks/extraction_breakdown.py --decoder-gain 3 --device cuda
 
-Builds full-size random weights (as `pipeline.py --random-weights`), picks the benchmark's
+Builds full-size random weights (as `pipeline.py --random-weights`; image_to_3d_dev/scenes.py), picks the benchmark's
 threshold, then times each step of image -> GLB on its own (median of warm runs): the field query
 at several chunk sizes, the band's bookkeeping, marching cubes, welding, normals, colours, the
 host copies and the GLB. It guides optimisation; `pipeline.py` is the benchmark of record.
@@ -12,49 +12,35 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import pipeline as bench  # noqa: E402
-from remote import extraction  # noqa: E402
-from remote.extraction import Mesh, band_density, vertex_normals, weld  # noqa: E402
-from remote.glb import mesh_to_glb  # noqa: E402
-from remote.marching_cubes import marching_cubes  # noqa: E402
-from remote.pipeline import Pipeline  # noqa: E402
-from remote.triposr.weights import resolve_device  # noqa: E402
+from image_to_3d_dev.paths import EXAMPLES
+from image_to_3d_dev.images import model_input
+from image_to_3d_dev.scenes import random_weights_threshold, save_random_model, scene_code_for
+from image_to_3d_dev.timing import device_sync, median_seconds
+from remote import extraction
+from remote.extraction import Mesh, band_density, vertex_normals, weld
+from remote.glb import mesh_to_glb
+from remote.marching_cubes import marching_cubes
+from remote.pipeline import Pipeline
+from remote.triposr.weights import resolve_device
 
 
 def timed(label: str, fn, device: torch.device, runs: int = 5):
     """Median wall time of `fn` over warm runs (synced), printed; returns fn's last result."""
-    result = fn()
-    times = []
-    for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    print(f"{label:<44}{statistics.median(times) * 1000:>9.2f} ms")
+    result, seconds = median_seconds(fn, runs, sync=device_sync(device))
+    print(f"{label:<44}{seconds * 1000:>9.2f} ms")
     return result
 
 
 def model_pass_with_cuda_graph(pipeline: Pipeline, image: Path, device: torch.device) -> None:
     """The model pass eager, and replayed as one CUDA graph (remote/triposr/cuda_graph.py)."""
-    from remote.preprocess import load_image, prepare_image
     from remote.triposr.cuda_graph import GraphedModel
 
-    images = torch.from_numpy(prepare_image(load_image(image), remove_background="never")).to(device)[None]
+    images = model_input(image, device)
     graphed = GraphedModel(pipeline.model)
     with torch.inference_mode():
         eager = timed("model pass (eager)", lambda: pipeline.model(images), device)
@@ -67,7 +53,7 @@ def main() -> None:
     parser.add_argument("--decoder-gain", type=float, default=3.0)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
+    parser.add_argument("--image", default=str(EXAMPLES / "chair.png"))
     parser.add_argument("--model-only", action="store_true", help="time the model pass only")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -75,17 +61,16 @@ def main() -> None:
     logging.getLogger("remote.extraction").setLevel(logging.DEBUG)
     resolution = args.resolution
     with tempfile.TemporaryDirectory() as folder:
-        model_dir = bench.save_random_model(Path(folder), args.decoder_gain)
+        model_dir = save_random_model(Path(folder), args.decoder_gain)
         pipeline = Pipeline.load(model=model_dir, device=device.type, precision="auto")
         if args.model_only:
             model_pass_with_cuda_graph(pipeline, Path(args.image), device)
             return
-        bench_args = argparse.Namespace(random_weights=True, resolution=resolution)
-        threshold = bench.choose_threshold(bench_args, pipeline, Path(args.image))
-    scene_code = bench.scene_code_for(pipeline, Path(args.image))
+        threshold = random_weights_threshold(pipeline, Path(args.image), resolution)
+    scene_code = scene_code_for(pipeline, Path(args.image))
     if device.type == "cuda":
         model_pass_with_cuda_graph(pipeline, Path(args.image), device)
-    field = pipeline.model.field(scene_code)
+    field = pipeline.field(scene_code)
     total = resolution**3
     with torch.inference_mode():
         points = torch.rand(total, 3, device=device) * 1.74 - 0.87

@@ -13,20 +13,15 @@ GLB's size.
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import mcubes
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from remote.extraction import Mesh, vertex_normals  # noqa: E402
-from remote.glb import mesh_to_glb  # noqa: E402
+from image_to_3d_dev.timing import median_ms
+from remote.extraction import Mesh, vertex_normals
+from remote.glb import mesh_to_glb
 
 
 def bumpy_sphere(resolution: int) -> Mesh:
@@ -38,16 +33,6 @@ def bumpy_sphere(resolution: int) -> Mesh:
     vertices = (vertices / (resolution - 1) * 2 - 1).astype(np.float32)
     colors = np.random.default_rng(0).random((len(vertices), 3), dtype=np.float32)
     return Mesh(vertices=vertices, faces=faces.astype(np.int32), colors=colors)
-
-
-def median_ms(function, runs: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,7 +51,7 @@ def main() -> None:
     ]
     for label, mesh, write_normals in cases:
         size = len(mesh_to_glb(mesh, normals=write_normals))
-        ms = median_ms(lambda: mesh_to_glb(mesh, normals=write_normals), args.runs)  # noqa: B023
+        _, ms = median_ms(lambda: mesh_to_glb(mesh, normals=write_normals), args.runs)  # noqa: B023
         print(f"{label:26} {ms:7.2f} ms median of {args.runs}  {size / 1e6:.2f} MB")
 
 

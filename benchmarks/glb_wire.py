@@ -4,7 +4,7 @@
         [--runs 7] [--draco] [--json]
 
 The mesh is realistic in size and content without a model: the analytic body + nose + fin scene of
-tests/analytic_field.py (91k vertices and 182k faces at resolution 256, like the fitted scene's),
+devtools/image_to_3d_dev/analytic_field.py (91k vertices and 182k faces at resolution 256, like the fitted scene's),
 coloured by projecting the image along the camera axis, plus a smooth ripple and a little noise so
 the colours are continuous like the model's. For the full GLB (`mesh_to_glb(normals=False)`, what
 the pipeline sent before) and the compact one (`compact_mesh_to_glb` with the grid), it prints the
@@ -21,96 +21,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import statistics
-import subprocess
-import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import PIL.Image
-import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from analytic_field import AnalyticField  # noqa: E402
-from remote.extraction import Mesh, extract_mesh  # noqa: E402
-from remote.glb import compact_mesh_to_glb, mesh_to_glb  # noqa: E402
-
-# Imports each GLB given (argv[1:]) into an empty scene, `runs` times, and prints one JSON line:
-# per file the median import seconds, and the vertices (world space, as the add-on bakes them) and
-# colours (sRGB bytes, what Blender keeps) of the last import, saved to <file>.npz.
-BLENDER_IMPORT = textwrap.dedent(
-    """
-    import json, statistics, sys, time
-    import bpy
-    import numpy as np
-
-    runs = int(sys.argv[1])
-    result = {"blender": bpy.app.version_string, "files": {}}
-    for path in sys.argv[2:]:
-        times = []
-        for _ in range(runs + 1):
-            bpy.ops.wm.read_factory_settings(use_empty=True)
-            start = time.perf_counter()
-            outcome = bpy.ops.import_scene.gltf(filepath=path)
-            times.append(time.perf_counter() - start)
-            assert "FINISHED" in outcome, outcome
-        obj = [o for o in bpy.data.objects if o.type == "MESH"][0]
-        mesh = obj.data
-        points = np.zeros(len(mesh.vertices) * 3, np.float32)
-        mesh.vertices.foreach_get("co", points)
-        matrix = np.array(obj.matrix_world)
-        points = points.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
-        colour = mesh.color_attributes[mesh.color_attributes.render_color_index]
-        srgb = np.zeros(len(colour.data) * 4, np.float32)
-        colour.data.foreach_get("color_srgb", srgb)
-        loops = np.zeros(len(mesh.loops), np.int64)
-        mesh.loops.foreach_get("vertex_index", loops)
-        faces = np.zeros(len(mesh.polygons) * 3, np.int64)
-        mesh.polygons.foreach_get("vertices", faces)
-        np.savez(path + ".npz", points=points, srgb=srgb.reshape(-1, 4), domain=colour.domain,
-                 loops=loops, faces=faces.reshape(-1, 3))
-        result["files"][path] = {
-            "import_s": statistics.median(times[1:] or times), "vertices": len(mesh.vertices),
-            "faces": len(mesh.polygons), "colour": [colour.domain, colour.data_type],
-            "extensions": [],
-        }
-    print("RESULT" + json.dumps(result))
-    """
-)
-
-
-def realistic_mesh(resolution: int, image: Path) -> Mesh:
-    """The analytic scene at `resolution`, coloured from `image` (see the module docstring)."""
-    pixels = np.asarray(PIL.Image.open(image).convert("RGB").resize((512, 512)), dtype=np.float32) / 255
-    texture = torch.from_numpy(pixels)
-
-    class Textured(AnalyticField):
-        def color(self, points: torch.Tensor) -> torch.Tensor:
-            u = ((points[:, 1] / self.radius + 1) / 2 * 511).clamp(0, 511).long()
-            v = ((1 - points[:, 2] / self.radius) / 2 * 511).clamp(0, 511).long()
-            ripple = 0.03 * torch.sin(points[:, 0:1] * 37 + points[:, 1:2] * 23)
-            noise = 0.004 * torch.randn(len(points), 3, generator=torch.Generator().manual_seed(0))
-            return (texture[v, u] + ripple + noise).clamp(0, 1)
-
-    return extract_mesh(Textured(), resolution=resolution, normals=False)
-
-
-def median_ms(function: Callable[[], Any], runs: int) -> tuple[Any, float]:
-    result = function()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = function()
-        times.append((time.perf_counter() - start) * 1000)
-    return result, statistics.median(times)
-
+from image_to_3d_dev.analytic_field import AnalyticField
+from image_to_3d_dev.glb_checks import blender_import, compare_imports, realistic_mesh
+from image_to_3d_dev.paths import EXAMPLES
+from image_to_3d_dev.timing import median_ms
+from remote.extraction import Mesh
+from remote.glb import compact_mesh_to_glb, mesh_to_glb
 
 def draco_glb(mesh: Mesh) -> bytes:
     """KHR_draco_mesh_compression (DracoPy, 14-bit positions, 8-bit sRGB-byte colours decoded as
@@ -148,41 +70,10 @@ def draco_glb(mesh: Mesh) -> bytes:
     return _glb_container(gltf, binary)
 
 
-def blender_import(paths: list[Path], runs: int) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "-c", BLENDER_IMPORT, str(runs), *map(str, paths)],
-        capture_output=True, text=True, timeout=1200,
-    )
-    if run.returncode != 0:
-        raise SystemExit(f"Blender exited with {run.returncode}:\n{run.stderr[-3000:]}")
-    line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
-
-
-def compare_imports(full: Path, other: Path, voxel: float) -> dict[str, float]:
-    """Largest vertex distance (voxels) and colour difference (sRGB bytes) between two imports,
-    vertex by vertex when Blender kept the order (it does for both our files), else by nearest."""
-    a, b = np.load(str(full) + ".npz"), np.load(str(other) + ".npz")
-    if len(a["points"]) == len(b["points"]) and np.array_equal(a["faces"], b["faces"]):
-        order = np.arange(len(a["points"]))
-    else:
-        from scipy.spatial import cKDTree  # type: ignore[import-untyped]
-
-        order = cKDTree(b["points"]).query(a["points"])[1]
-    distance = np.linalg.norm(a["points"] - b["points"][order], axis=1).max() / voxel
-    colour_a, colour_b = a["srgb"], b["srgb"]
-    if str(a["domain"]) == "CORNER":
-        colour_a = colour_a[np.argsort(a["loops"], kind="stable")][np.unique(np.sort(a["loops"]), return_index=True)[1]]
-    if str(b["domain"]) == "CORNER":
-        colour_b = colour_b[np.argsort(b["loops"], kind="stable")][np.unique(np.sort(b["loops"]), return_index=True)[1]]
-    colour = np.abs(colour_a[:, :3] - colour_b[order, :3]).max() * 255
-    return {"max_distance_voxels": float(distance), "max_colour_srgb_bytes": float(colour)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--image", type=Path, default=ROOT / "tests/fixtures/examples/chair.png")
+    parser.add_argument("--image", type=Path, default=EXAMPLES / "chair.png")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--blender-runs", type=int, default=3)
     parser.add_argument("--draco", action="store_true")

@@ -9,12 +9,12 @@
 - `--compare-reference` also runs upstream TripoSR's way in the same process: float32 weights, the
   dense grid queried 8,192 points at a time, colours at every vertex, then the same GLB export.
 - `--parity` compares our default path with the float32 dense path on the same weights: on the scene
-  the image gives, and on an analytic scene with a thin part (tests/analytic_field.py).
+  the image gives, and on an analytic scene with a thin part (image_to_3d_dev/analytic_field.py).
 - `--random-weights` builds full-size random weights (no download). Random weights rarely reach
   upstream's density threshold, so the threshold then defaults to the largest inside share of the
   grid whose surface has at most 250k faces (see `choose_threshold`); it is printed.
 - `--fitted-scene` (with `--random-weights`) first fits the post-processor and field MLP so that the
-  image's field is the analytic shape (benchmarks/fitted_scene.py): a meaningful surface, thin fin
+  image's field is the analytic shape (image_to_3d_dev/fitted_scene.py): a meaningful surface, thin fin
   included, that the random ViT and transformer's reduced precision still act on; threshold 25.
 
 With `--json` the last line printed is one JSON object with every figure.
@@ -23,33 +23,34 @@ With `--json` the last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import gc
+import dataclasses
 import gzip
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import mesh_distance  # noqa: E402
-from remote.extraction import Mesh, dense_density, extract_mesh  # noqa: E402
-from remote.glb import mesh_to_glb  # noqa: E402
-from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
-from remote.preprocess import load_image, prepare_image  # noqa: E402
-from remote.triposr.weights import build_random_model, load_model, resolve_device  # noqa: E402
+from image_to_3d_dev.images import model_input
+from image_to_3d_dev.paths import EXAMPLES
+from image_to_3d_dev.scenes import (
+    FITTED_THRESHOLD,
+    compare_meshes,
+    mesh_for,
+    random_weights_threshold,
+    save_random_model,
+)
+from image_to_3d_dev.timing import device_name, device_sync, free
+from remote.extraction import extract_mesh
+from remote.glb import mesh_to_glb
+from remote.pipeline import GenerateOptions, Pipeline
+from remote.precision import PrecisionPolicy, policy_for
+from remote.preprocess import load_image, prepare_image
+from remote.triposr.weights import load_model, resolve_device
 
 REFERENCE_CHUNK = 8192
-FITTED_THRESHOLD = 25.0  # upstream's; the fitted scene's surface is fitted at it
-MAX_RANDOM_FACES = 250_000
-INSIDE_SHARES = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5)
 STAGE_ORDER = ("decode", "preprocess", "model", "extraction", "color", "glb")
 
 
@@ -68,32 +69,24 @@ def main() -> None:
 
 def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     import remote.extraction
-    import remote.pipeline
     import remote.triposr.fused_field
-    import remote.triposr.model
 
     if args.band_margin is not None:
         remote.extraction.BAND_LOG_MARGIN = args.band_margin
     if args.coarse_stride is not None:
         remote.extraction.COARSE_STRIDE = args.coarse_stride
-    if args.no_cuda_graph:
-        remote.pipeline.CUDA_GRAPH = False
-    if args.no_fused_field:
-        remote.triposr.fused_field.triton = None  # available() is then False: PyTorch ops
-    if args.transformer_dtype is not None:
-        remote.triposr.model.FAST_TRANSFORMER_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}[
-            args.transformer_dtype
-        ]
     device = resolve_device(args.device)
+    policy = build_policy(args, device)
     image_path = Path(args.image)
     report: dict = {
-        "device": _device_name(device), "resolution": args.resolution, "runs": args.runs,
+        "device": device_name(device), "resolution": args.resolution, "runs": args.runs,
         "band_margin": remote.extraction.BAND_LOG_MARGIN, "coarse_stride": remote.extraction.COARSE_STRIDE,
-        "transformer_dtype": str(remote.triposr.model.FAST_TRANSFORMER_DTYPE).replace("torch.", ""),
-        "cuda_graph": remote.pipeline.CUDA_GRAPH, "fused_field": remote.triposr.fused_field.available(),
+        "transformer_dtype": policy.matmul_dtype,
+        "cuda_graph": policy.cuda_graph and device.type == "cuda",
+        "fused_field": policy.fused_field and remote.triposr.fused_field.available(),
     }
 
-    load_seconds, pipeline = load_pipeline(args, device, model_dir)
+    load_seconds, pipeline = load_pipeline(policy, device, model_dir)
     report["model_load_s"] = load_seconds
     threshold = args.threshold if args.threshold is not None else choose_threshold(args, pipeline, image_path)
     report["threshold"] = threshold
@@ -124,7 +117,7 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
         report["parity"] = parity(pipeline, model_dir, image_path, options)
     if args.compare_reference:
         del pipeline
-        _free(device)
+        free(device)
         reference = time_runs(
             reference_runner(model_dir, device, image_path, options), args, device, runs=args.reference_runs
         )
@@ -145,14 +138,14 @@ def parse_args() -> argparse.Namespace:
     source.add_argument("--random-weights", action="store_true", help="full-size random weights")
     parser.add_argument("--fitted-scene", action="store_true",
                         help="with --random-weights: fit the post-processor and field MLP so the image's "
-                             "field is a meaningful shape (benchmarks/fitted_scene.py), threshold 25")
+                             "field is a meaningful shape (image_to_3d_dev/fitted_scene.py), threshold 25")
     parser.add_argument("--fit-sharpness", type=float, default=30.0,
                         help="the fitted scene's log-density slope across its surface per model unit (30, "
                              "the tests' analytic field: 0.2 per voxel at 256, a soft surface; 150: 1 per voxel)")
     parser.add_argument("--decoder-gain", type=float, default=3.0,
                         help="scale of the random field MLP (3: a structured field; 1: PyTorch's default "
                              "init, a nearly flat field that reduced precision turns into rounding ties)")
-    parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
+    parser.add_argument("--image", default=str(EXAMPLES / "chair.png"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--threshold", type=float, default=None, help="default 25, or auto with random weights")
@@ -173,102 +166,50 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def load_pipeline(args: argparse.Namespace, device: torch.device, model_dir: Path) -> tuple[float, Pipeline]:
+def build_policy(args: argparse.Namespace, device: torch.device) -> PrecisionPolicy:
+    """The product's policy for `--exact` or "auto" on this device, with the flags' variations."""
+    policy = policy_for("float32" if args.exact else "auto", device.type)
+    changes: dict = {}
+    if args.no_cuda_graph:
+        changes["cuda_graph"] = False
+    if args.no_fused_field:
+        changes["fused_field"] = False
+    if args.transformer_dtype is not None and policy.matmul_dtype != "float32":  # the fast path's dtype
+        changes["matmul_dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[args.transformer_dtype]
+    return dataclasses.replace(policy, **changes)
+
+
+def load_pipeline(policy: PrecisionPolicy, device: torch.device, model_dir: Path) -> tuple[float, Pipeline]:
     """Time loading from local safetensors to a ready model on the device."""
-    precision = "float32" if args.exact else "auto"
-    _free(device)
+    free(device)
     start = time.perf_counter()
-    pipeline = Pipeline.load(model=model_dir, device=device.type, precision=precision)
-    _sync(device)
+    pipeline = Pipeline.load(model=model_dir, device=device.type, precision=policy)
+    device_sync(device)()
     return time.perf_counter() - start, pipeline
 
 
-def save_random_model(
-    folder: Path,
-    decoder_gain: float = 1.0,
-    fit_image: Path | None = None,
-    device: torch.device | None = None,
-    fit_sharpness: float = 30.0,
-) -> Path:
-    """Write full-size random weights as a published-format folder (config.yaml + safetensors).
-
-    With `fit_image`, the post-processor and field MLP are fitted (on `device`) so that the model's
-    field for that image is the analytic shape of tests/analytic_field.py (benchmarks/fitted_scene.py):
-    a meaningful surface that the model's own reduced precision acts on."""
-    from safetensors.torch import save_file
-
-    from remote.triposr.config import DEFAULT_CONFIG_PATH
-
-    build_device = device if fit_image is not None and device is not None else torch.device("cpu")
-    model = build_random_model(device=build_device, dtype=torch.float32, decoder_gain=decoder_gain)
-    if fit_image is not None:
-        from analytic_field import AnalyticField
-        from fitted_scene import fit_scene
-
-        prepared = prepare_image(load_image(fit_image), remove_background="never")
-        images = torch.from_numpy(prepared).to(build_device)[None]
-        target = AnalyticField(threshold=FITTED_THRESHOLD, sharpness=fit_sharpness, device=str(build_device))
-        statistics_ = fit_scene(model, images, target, threshold=FITTED_THRESHOLD, log=None)
-        print(f"fitted scene: {statistics_}", flush=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.yaml").write_text(Path(DEFAULT_CONFIG_PATH).read_text())
-    del model
-    gc.collect()
-    return folder
-
-
 def choose_threshold(args: argparse.Namespace, pipeline: Pipeline, image_path: Path) -> float:
-    """25 (upstream's) for real weights. Random weights make a flat, noisy field that rarely reaches
-    25: take the largest inside share of the cube (from 10% down) whose surface at the benchmark's
-    resolution has at most MAX_RANDOM_FACES faces, about what a real object gives (upstream's test
-    mesh had 202k faces at 256). The share is counted over every grid point: a strided sample
-    would line up with the field's period (the triplane's 2x2 upsampling) and misjudge it."""
-    if not args.random_weights or getattr(args, "fitted_scene", False):
+    """25 (upstream's) for real weights and the fitted scene; for random weights, scenes.py's
+    random_weights_threshold at the benchmark's resolution."""
+    if not args.random_weights or args.fitted_scene:
         return FITTED_THRESHOLD
-    from remote.marching_cubes import marching_cubes
-
-    scene_code = scene_code_for(pipeline, image_path)
-    with torch.inference_mode():
-        volume = dense_density(pipeline.model.field(scene_code), args.resolution, 0.87, 1 << 20)
-        ordered = volume.flatten().sort(descending=True).values
-        for inside in INSIDE_SHARES:
-            threshold = _between_levels(ordered, float(ordered[int(inside * (len(ordered) - 1))]))
-            faces = len(marching_cubes(volume, threshold)[1])
-            if faces <= MAX_RANDOM_FACES:
-                break
-    print(f"random weights: threshold {threshold:.6g} ({inside:.4%} of the grid inside, {faces} faces before welding)")
-    return threshold
-
-
-def _between_levels(ordered: torch.Tensor, level: float) -> float:
-    """Halfway from `level` to the next lower density on the grid. Reduced precision leaves many
-    grid points with exactly the same density; a threshold equal to one of those values would
-    mesh rounding ties, not the field."""
-    lower = ordered[ordered < level]
-    return (level + float(lower[0])) / 2 if len(lower) else level
-
-
-def scene_code_for(pipeline: Pipeline, image_path: Path) -> torch.Tensor:
-    prepared = prepare_image(load_image(image_path), remove_background="never")
-    with torch.inference_mode():
-        return pipeline.model(torch.from_numpy(prepared).to(pipeline.device)[None])[0]
+    return random_weights_threshold(pipeline, image_path, args.resolution)
 
 
 def time_runs(run, args: argparse.Namespace, device: torch.device, runs: int | None = None) -> dict:
     """Median stage times and wall total over warm runs; peak GPU memory across them."""
     for _ in range(args.warmup):
         run()
-    _free(device)
+    free(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stages: dict[str, list[float]] = {}
     totals = []
     for _ in range(runs or args.runs):
-        _sync(device)
+        device_sync(device)()
         start = time.perf_counter()
         timings = run()
-        _sync(device)
+        device_sync(device)()
         totals.append(time.perf_counter() - start)
         for stage, seconds in timings.items():
             stages.setdefault(stage, []).append(seconds)
@@ -292,11 +233,11 @@ def reference_runner(model_dir: Path, device: torch.device, image_path: Path, op
         with torch.inference_mode():
             start = time.perf_counter()
             scene_code = model(torch.from_numpy(prepared).to(device)[None])[0]
-            _sync(device)
+            device_sync(device)()
             timings["model"] = time.perf_counter() - start
             mesh = extract_mesh(
                 model.field(scene_code), resolution=options.resolution, threshold=options.threshold,
-                method="dense", chunk_points=REFERENCE_CHUNK, timings=timings, sync=lambda: _sync(device),
+                method="dense", chunk_points=REFERENCE_CHUNK, timings=timings, sync=device_sync(device),
             )
         start = time.perf_counter()
         mesh_to_glb(mesh)
@@ -308,24 +249,23 @@ def reference_runner(model_dir: Path, device: torch.device, image_path: Path, op
 
 def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: GenerateOptions) -> dict:
     """How far our default path's mesh is from the float32 dense path's, on the image's scene and
-    on an analytic scene with a thin part (tests/analytic_field.py); and which part moves it."""
-    from analytic_field import AnalyticField
+    on an analytic scene with a thin part (image_to_3d_dev/analytic_field.py); and which part moves it."""
+    from image_to_3d_dev.analytic_field import AnalyticField
 
     exact_model = load_model(model_dir, device=pipeline.device, dtype=torch.float32)
-    prepared = prepare_image(load_image(image_path), remove_background="never")
-    images = torch.from_numpy(prepared).to(pipeline.device)[None]
+    images = model_input(image_path, pipeline.device)
     with torch.inference_mode():
         scene_code = pipeline.scene_code(images)
         exact_code = exact_model(images)[0]
         exact = mesh_for(exact_model.field(exact_code), options, method="dense")
         candidates = {
-            "scene": mesh_for(pipeline.model.field(scene_code), options),
+            "scene": mesh_for(pipeline.field(scene_code), options),
             # Which part moves the surface: the band alone, reduced precision alone, and of that the
             # transformer's scene code alone (float32 field) or the fast field alone (float32 code).
             "scene_band_only": mesh_for(exact_model.field(exact_code), options, method="band"),
-            "scene_precision_only": mesh_for(pipeline.model.field(scene_code), options, method="dense"),
+            "scene_precision_only": mesh_for(pipeline.field(scene_code), options, method="dense"),
             "scene_transformer_only": mesh_for(exact_model.field(scene_code.float()), options, method="dense"),
-            "scene_field_only": mesh_for(pipeline.model.field(exact_code), options, method="dense"),
+            "scene_field_only": mesh_for(pipeline.field(exact_code), options, method="dense"),
         }
     figures = {name: compare_meshes(mesh, exact, options.resolution) for name, mesh in candidates.items()}
     # How far the scene code itself moved (mean |difference| over mean |value|): with the surface's
@@ -334,27 +274,12 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
         (scene_code.float() - exact_code).abs().mean() / exact_code.abs().mean()
     )
     del exact_model, exact_code, candidates
-    _free(pipeline.device)
+    free(pipeline.device)
     analytic = AnalyticField(threshold=options.threshold, device=str(pipeline.device))
     figures["analytic"] = compare_meshes(
         mesh_for(analytic, options), mesh_for(analytic, options, method="dense"), options.resolution
     )
     return figures
-
-
-def mesh_for(field, options: GenerateOptions, method: str = "band") -> Mesh:
-    with torch.inference_mode():
-        return extract_mesh(field, resolution=options.resolution, threshold=options.threshold, method=method)
-
-
-def compare_meshes(candidate: Mesh, reference: Mesh, resolution: int) -> dict:
-    """Surface distance both ways in voxels, parts missing either way, colour difference
-    (benchmarks/mesh_distance.py)."""
-    voxel = 2 * 0.87 / (resolution - 1)
-    return mesh_distance.compare_meshes(
-        candidate.vertices, candidate.faces, candidate.colors,
-        reference.vertices, reference.faces, reference.colors, voxel,
-    )  # fmt: skip
 
 
 def print_table(report: dict) -> None:
@@ -402,21 +327,6 @@ def print_parity(scene: str, figures: dict) -> None:
           f"{missing['visible']}, extra {extra['visible']} (specks: {missing['count']} missing, largest "
           f"{max(missing['largest_voxels2'], default=0):.3f} voxel^2; {extra['count']} extra, largest "
           f"{max(extra['largest_voxels2'], default=0):.3f})")
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

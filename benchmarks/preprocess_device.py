@@ -14,49 +14,14 @@ warm runs with the device synchronised. Prints a table, or one JSON line with --
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import statistics
-import sys
-import time
-from pathlib import Path
-from typing import Any, Callable
 
-import PIL.Image
 import torch
-from PIL import ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from remote.preprocess import load_image, prepare_image  # noqa: E402
-from remote.preprocess_torch import prepare_image_tensor  # noqa: E402
-
-
-def images() -> dict[str, bytes]:
-    found = {path.stem: path.read_bytes() for path in sorted((ROOT / "tests/fixtures/examples").glob("*.png"))
-             if path.stem != "teapot"}  # the teapot is opaque: it would go through rembg
-    found |= {path.stem: path.read_bytes() for path in sorted((ROOT / "tests/fixtures/upstream_preprocess").glob("*.png"))}
-    big = PIL.Image.new("RGBA", (4000, 3000), (0, 0, 0, 0))
-    chair = PIL.Image.open(ROOT / "tests/fixtures/examples/chair.png").convert("RGBA").resize((2400, 2400))
-    big.paste(chair, (800, 300), chair)
-    ImageDraw.Draw(big).ellipse((300, 2000, 900, 2600), fill=(200, 40, 40, 200))
-    out = io.BytesIO()
-    big.save(out, "PNG", compress_level=6)
-    found["cutout_4000x3000"] = out.getvalue()
-    return found
-
-
-def median_ms(function: Callable[[], Any], runs: int, sync: Callable[[], None]) -> tuple[Any, float]:
-    result = function()
-    sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = function()
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return result, statistics.median(times)
+from image_to_3d_dev.images import preprocess_images
+from image_to_3d_dev.timing import device_sync, median_ms
+from remote.preprocess import load_image, prepare_image
+from remote.preprocess_torch import prepare_image_tensor
 
 
 def main() -> None:
@@ -67,16 +32,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     rows = []
-    for name, data in images().items():
-        picture, decode_ms = median_ms(lambda: load_image(data), args.runs, sync)
+    for name, data in preprocess_images().items():
+        picture, decode_ms = median_ms(lambda: load_image(data), args.runs, sync=sync)
         cpu, cpu_ms = median_ms(
-            lambda: torch.from_numpy(prepare_image(picture, foreground_ratio=args.ratio)).to(device), args.runs, sync
+            lambda: torch.from_numpy(prepare_image(picture, foreground_ratio=args.ratio)).to(device), args.runs, sync=sync
         )
         with torch.inference_mode():
             gpu, gpu_ms = median_ms(
-                lambda: prepare_image_tensor(picture, device=device, foreground_ratio=args.ratio), args.runs, sync
+                lambda: prepare_image_tensor(picture, device=device, foreground_ratio=args.ratio), args.runs, sync=sync
             )
         rows.append({
             "image": name, "size": list(picture.size), "png_bytes": len(data), "decode_ms": round(decode_ms, 3),

@@ -46,10 +46,9 @@ from typing import Any
 import PIL.Image
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-TINY_MODEL = ROOT / "tests" / "fixtures" / "triposr_tiny"
-ROBOT = (ROOT / "tests" / "fixtures" / "examples" / "robot.png").read_bytes()
+from image_to_3d_dev.paths import EXAMPLES, REPO_ROOT as ROOT, TINY_MODEL
+
+ROBOT = (EXAMPLES / "robot.png").read_bytes()
 CLIENT_TIMEOUT_S = 150.0
 MAX_BODY_BYTES = 20_000_000  # the server's defaults, which this soak runs with
 MAX_PIXELS = 16_000_000
@@ -280,7 +279,7 @@ def _free_port() -> int:
 
 
 def start_server(workdir: Path, model: str, device: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    from tiny_u2net import build_tiny_u2net  # type: ignore[import-not-found]  # tests/ is on sys.path
+    from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
     onnx = build_tiny_u2net(workdir / "tiny_u2net.onnx")
     port = _free_port()

@@ -28,7 +28,6 @@ import argparse
 import io
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,21 +36,18 @@ import numpy as np
 import PIL.Image
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import pipeline as pipeline_benchmark  # noqa: E402  (benchmarks/pipeline.py)
-from analytic_field import AnalyticField  # noqa: E402
-from remote.extraction import extract_mesh, field_colors  # noqa: E402
-from remote.glb import textured_mesh_to_glb  # noqa: E402
-from remote.pipeline import GenerateOptions, Pipeline  # noqa: E402
-from remote.texture import bake_texture  # noqa: E402
-from remote.texture.bake import bake_atlas  # noqa: E402
-from remote.texture.encode import to_bytes  # noqa: E402
-from remote.triposr.weights import resolve_device  # noqa: E402
-from texture_checks import sample_bilinear, surface_samples  # noqa: E402
+from image_to_3d_dev.analytic_field import AnalyticField
+from image_to_3d_dev.paths import EXAMPLES
+from image_to_3d_dev.scenes import FITTED_THRESHOLD, random_weights_threshold, save_random_model, scene_code_for
+from image_to_3d_dev.texture_checks import sample_bilinear, surface_samples
+from image_to_3d_dev.timing import device_name, device_sync, free
+from remote.extraction import extract_mesh, field_colors
+from remote.glb import textured_mesh_to_glb
+from remote.pipeline import GenerateOptions, Pipeline
+from remote.texture import bake_texture
+from remote.texture.bake import bake_atlas
+from remote.texture.encode import to_bytes
+from remote.triposr.weights import resolve_device
 
 STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode", "glb")
 SURFACE_SAMPLES = 200_000
@@ -84,18 +80,18 @@ class FrothField:
 def main() -> None:
     args = parse_args()
     device = resolve_device(args.device)
-    report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "scenes": {}}
+    report: dict = {"device": device_name(device), "scenes": {}}
     for scene in args.scenes:
         if scene in ("analytic", "froth"):
             report["scenes"][scene] = run_scene(args, scene, None, device)
             continue
         with tempfile.TemporaryDirectory() as folder:
             fit_image = Path(args.image) if scene == "fitted" else None
-            model_dir = pipeline_benchmark.save_random_model(Path(folder), 3.0, fit_image, device)
+            model_dir = save_random_model(Path(folder), 3.0, fit_image, device)
             pipeline = Pipeline.load(model=model_dir, device=device.type)
             report["scenes"][scene] = run_scene(args, scene, pipeline, device)
             del pipeline
-            pipeline_benchmark._free(device)
+            free(device)
     print_table(report)
     if args.json:
         print(json.dumps(report))
@@ -107,13 +103,13 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
         threshold = 25.0
         field = FrothField(device)
     elif pipeline is None:  # the analytic scene: no model, sharp red/blue colours (JPEG's worst case)
-        threshold = pipeline_benchmark.FITTED_THRESHOLD
+        threshold = FITTED_THRESHOLD
         field = AnalyticField(threshold=threshold, device=str(device))
     else:
-        choice = argparse.Namespace(random_weights=True, fitted_scene=scene == "fitted", resolution=args.resolution)
-        threshold = pipeline_benchmark.choose_threshold(choice, pipeline, image_path)
-        field = pipeline.model.field(pipeline_benchmark.scene_code_for(pipeline, image_path))
-    sync = lambda: pipeline_benchmark._sync(device)  # noqa: E731
+        fitted = scene == "fitted"
+        threshold = FITTED_THRESHOLD if fitted else random_weights_threshold(pipeline, image_path, args.resolution)
+        field = pipeline.field(scene_code_for(pipeline, image_path))
+    sync = device_sync(device)
     with torch.inference_mode():
         timings: dict[str, float] = {}
         mesh = extract_mesh(field, resolution=args.resolution, threshold=threshold, target_faces=args.target_faces,
@@ -292,11 +288,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic", "froth"),
                         default=["random", "fitted"],
-                        help="analytic: tests/analytic_field.py itself, no model (sharp colour edges); "
+                        help="analytic: devtools/image_to_3d_dev/analytic_field.py itself, no model (sharp colour edges); "
                         "froth: random plane waves, no model (fragmented like random weights)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 512, 2048])
     parser.add_argument("--formats", nargs="+", choices=("jpeg", "png"), default=["jpeg", "png"])
-    parser.add_argument("--image", default=str(ROOT / "tests/fixtures/examples/chair.png"))
+    parser.add_argument("--image", default=str(EXAMPLES / "chair.png"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--target-faces", type=int, default=50_000)

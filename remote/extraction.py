@@ -11,9 +11,9 @@ Two ways to fill the grid, giving the same surface:
   come close to it (a band in log-density, dilated by one cell, so thin parts are kept); the rest of
   the grid is filled by trilinear interpolation of the coarse grid, which stays on one side of the
   threshold there. It evaluates a few percent of the points, so it is the default. The band is
-  wide (a factor e^4 either side of the threshold): on a structured random field on an H100 a
-  factor e^2 lost sharp peaks that the coarse grid undersampled (4 voxels mean error), e^4 gave
-  the dense grid's surface exactly.
+  wide (a factor e^4 either side of the threshold) because a narrower one lost sharp peaks that
+  the coarse grid undersampled, where e^4 gives the dense grid's surface (docs/performance.md,
+  "Figures behind the code").
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def band_density(
     share = float(active.float().mean())
     if share >= DENSE_SHARE:
         # Near the threshold almost everywhere (a flat, noisy field): the same densities, without
-        # the band's interpolation and index bookkeeping (3 ms of 23 at 256^3 on an H200).
+        # the band's interpolation and index bookkeeping, which would then cost more than it saves.
         logger.debug("band: %.1f%% of the coarse cells active; querying the dense grid", 100 * share)
         return dense_density(field, resolution, radius, chunk_points, check)
     volume = F.interpolate(

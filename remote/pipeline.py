@@ -28,7 +28,7 @@ from remote.errors import (
 from remote.extraction import extract_mesh
 from remote.glb import compact_mesh_to_glb, textured_mesh_to_glb
 from remote.options import GenerateOptions
-from remote.precision import check_precision
+from remote.precision import FLOAT32_BAND, PrecisionPolicy, apply_policy, check_precision, policy_for
 from remote.preprocess_torch import prepare_image_tensor
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -38,7 +38,7 @@ from remote.preprocess import (
 )
 from remote.texture import bake_texture
 from remote.triposr.cuda_graph import GraphedModel
-from remote.triposr.model import TripoSR
+from remote.triposr.model import FusedField, SceneField, TripoSR
 from remote.triposr.weights import load_model, resolve_device
 
 STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
@@ -46,7 +46,6 @@ STAGES = ("decode", "preprocess", "model", "extraction", "color", "glb")
 TEXTURE_STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode")
 logger = logging.getLogger(__name__)
 
-CUDA_GRAPH = True  # the fast path on CUDA replays the model pass as a CUDA graph
 LOCK_POLL_S = 0.05  # how often a job waiting for the device looks whether its client is still there
 
 Cancelled = Callable[[], bool]  # True once the job's client has gone away
@@ -102,15 +101,15 @@ class Pipeline:
         model_source: str = "",
         revision: str | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        extraction: str = "band",
-        cuda_graph: bool = False,
+        policy: PrecisionPolicy = FLOAT32_BAND,  # what a plain Pipeline(...) ran before policies: band, no graph
     ) -> None:
-        # What `from_model` resolved `precision` to: the extraction method ("band", or "dense" for
-        # float32) and whether the model pass is replayed as a CUDA graph.
-        self.extraction = extraction
+        """`model` already has `policy`'s dtypes (`from_model` applies them); the policy says how
+        the rest runs: the extraction method, the CUDA graph, the fused field kernel."""
+        self.policy = policy
+        self.extraction = policy.extraction
         self.model = model
-        # The fast path on CUDA replays the model pass as a CUDA graph (cuda_graph.py).
-        self.run_model = GraphedModel(model) if cuda_graph and device.type == "cuda" else model
+        self.run_model = GraphedModel(model) if policy.cuda_graph and device.type == "cuda" else model
+        self.fused_field = FusedField(model) if policy.fused_field else None
         self.device = device
         self.remover = remover
         self.max_pixels = max_pixels
@@ -118,8 +117,8 @@ class Pipeline:
             "model": model_source,
             "revision": revision,
             "device": device.type,
-            "precision": str(model.transformer_dtype).replace("torch.", ""),
-            "extraction": extraction,
+            "precision": policy.matmul_dtype,
+            "extraction": policy.extraction,
         }
         self._lock = threading.Lock()
 
@@ -147,15 +146,17 @@ class Pipeline:
         device: str | None = None,
         rembg_model_path: str | Path | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        precision: str = "auto",
+        precision: str | PrecisionPolicy = "auto",
     ) -> "Pipeline":
         """Load the model once onto `device` (CUDA when present) and prepare background removal.
 
         precision "float32" is the exact path (float32 weights, dense grid: upstream's numbers);
         "fast" uses reduced precision and the band extraction; "auto" is "fast" on CUDA and, on
         the CPU (where reduced precision does not pay), float32 weights with the band extraction.
+        A PrecisionPolicy (remote/precision.py) is taken as it is.
         """
-        check_precision(precision)
+        if not isinstance(precision, PrecisionPolicy):
+            check_precision(precision)
         torch_device = resolve_device(device)
         triposr = load_model(str(model), device=torch_device)
         return cls.from_model(
@@ -175,26 +176,24 @@ class Pipeline:
         device: torch.device,
         remover: BackgroundRemover,
         *,
-        precision: str = "auto",
+        precision: str | PrecisionPolicy = "auto",
         model_source: str = "",
         revision: str | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> "Pipeline":
-        """A model already on `device` -> Pipeline, with `precision`'s dtypes, extraction and (fast
-        path on CUDA) CUDA graph. Pipeline.load and the Modal container's warm start share it."""
-        check_precision(precision)
-        fast = precision == "fast" or (precision == "auto" and device.type == "cuda")
-        if fast:
-            model.use_fast_precision()
+        """A float32 model already on `device` -> Pipeline run by `precision`: a setting
+        (remote/precision.py's `policy_for` on this device) or a PrecisionPolicy built by the
+        caller. The model's layers are cast to the policy's dtypes, in place. Pipeline.load and the
+        Modal container's warm start share it."""
+        policy = precision if isinstance(precision, PrecisionPolicy) else policy_for(precision, device.type)
         return cls(
-            model,
+            apply_policy(model, policy),
             device,
             remover,
             model_source=model_source,
             revision=revision,
             max_pixels=max_pixels,
-            extraction="dense" if precision == "float32" else "band",
-            cuda_graph=fast and CUDA_GRAPH,
+            policy=policy,
         )
 
     def warm_up(self) -> None:
@@ -259,7 +258,7 @@ class Pipeline:
                     images = torch.as_tensor(prepared).to(self.device)[None]
                     scene_code = self.scene_code(images)
                 _stop_if(cancelled)
-                field = self.model.field(scene_code)
+                field = self.field(scene_code)
                 mesh = extract_mesh(
                     field,
                     resolution=options.resolution,
@@ -304,15 +303,20 @@ class Pipeline:
         """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in
         the scene code) is run again with bf16 arithmetic, which has float32's range."""
         scene_code = self.run_model(images)[0]
-        if self.model.transformer_dtype == torch.float16 and not bool(scene_code.isfinite().all()):
+        if self.policy.matmul_dtype == "float16" and not bool(scene_code.isfinite().all()):
             logger.warning("the fp16 model pass overflowed on this image; running it again with bf16 arithmetic")
-            scene_code = self.model.forward_wide_range(images)[0]
+            scene_code = self.model.forward_wide_range(images, self.policy.float32_layers)[0]
             if not bool(scene_code.isfinite().all()):
                 raise ImageTo3DError(
                     "The model's numbers overflowed on this image even with bf16 arithmetic; run the server "
                     "with the exact path (IMAGE_TO_3D_PRECISION=float32) for this model."
                 )
         return scene_code
+
+    def field(self, scene_code: torch.Tensor) -> SceneField:
+        """A scene code as the Field the extraction and the bake query (through the fused kernel
+        where the policy asks for it and it runs)."""
+        return self.model.field(scene_code, self.fused_field)
 
     def _sync(self) -> None:
         """Wait for queued GPU work so stage timings measure the stage, not the launch."""

@@ -59,7 +59,7 @@ def load_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_
     Every pixel is decoded, as upstream does, whenever the image fits `max_pixels`. A JPEG over the
     limit (a 24 MP camera photo) is decoded at the largest reduced scale that fits (libjpeg's DCT
     scaling, Pillow's draft mode) rather than refused; that is the one case where the model's input
-    differs from upstream's (docs/api.md, benchmarks/jpeg_draft.py). `max_pixels` is checked against
+    differs from upstream's (docs/api.md, benchmarks/investigations/jpeg_draft.py). `max_pixels` is checked against
     the size that will be decoded, from the header, before any pixel is decoded; Pillow's own
     decompression-bomb check (`PIL.Image.MAX_IMAGE_PIXELS`) stays on as a second guard. At most
     DECODE_SLOTS images are decoded at once, which bounds the decoding memory of a busy server.

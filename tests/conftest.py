@@ -1,4 +1,5 @@
-"""Shared test set-up: tests import helpers (analytic_field, tiny_u2net, live_server) from this folder."""
+"""Shared test set-up: tests import their own helpers (live_server, glb_reader, upstream_preprocess)
+from this folder, and the doubles they share with the benchmarks from image_to_3d_dev (devtools/)."""
 
 import os
 import sys
@@ -7,9 +8,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-FIXTURES = TESTS / "fixtures"
-TINY_MODEL = FIXTURES / "triposr_tiny"
-EXAMPLES = FIXTURES / "examples"
+from image_to_3d_dev.paths import EXAMPLES, FIXTURES, TINY_MODEL  # noqa: E402,F401  (tests import them from here)
 
 # The Python that runs Blender scenarios (bpy as a module). scripts/test_blender_versions.sh points
 # it at venvs holding other Blender releases; by default it is this venv's bpy.

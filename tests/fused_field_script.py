@@ -4,20 +4,17 @@ against the PyTorch query it replaces, on the tiny reference model. Prints one J
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import TINY_MODEL  # noqa: E402
-from remote.extraction import extract_mesh  # noqa: E402
-from remote.triposr import fused_field  # noqa: E402
-from remote.triposr.weights import load_model  # noqa: E402
+from image_to_3d_dev.paths import TINY_MODEL
+from remote.extraction import extract_mesh
+from remote.precision import FAST, apply_policy
+from remote.triposr import fused_field
+from remote.triposr.model import FusedField
+from remote.triposr.weights import load_model
 
 
 def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -36,8 +33,7 @@ def main() -> None:
         scene = exact(images)[0]
         density, colour = exact.query_field(scene, points)
 
-        exact.fused_field = True  # the float32 weights through the kernel: the same numbers
-        fused = exact.field(scene)
+        fused = exact.field(scene, FusedField(exact))  # the float32 weights through the kernel: the same numbers
         fused_density, fused_colour = fused.query(points)
         report["float32"] = {
             "dispatched": fused.fused is not None,
@@ -45,7 +41,7 @@ def main() -> None:
             "colour": float((fused_colour - colour).abs().max()),
         }
         threshold = float(density[(points.abs() < 0.87).all(dim=1)].median())  # a surface through the cube
-        plain_mesh = extract_mesh(_plain(exact, scene), resolution=32, threshold=threshold)
+        plain_mesh = extract_mesh(exact.field(scene), resolution=32, threshold=threshold)  # PyTorch ops
         fused_mesh = extract_mesh(fused, resolution=32, threshold=threshold)
         report["mesh"] = {
             "vertices": [len(plain_mesh.vertices), len(fused_mesh.vertices)],
@@ -56,8 +52,8 @@ def main() -> None:
             if plain_mesh.colors.shape == fused_mesh.colors.shape else None,
         }
 
-        fast = load_model(TINY_MODEL, device="cpu").use_fast_precision()
-        fast_field = fast.field(fast(images)[0])
+        fast = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
+        fast_field = fast.field(fast(images)[0], FusedField(fast))
         fast_density, fast_colour = fast_field.query(points)
         report["fast"] = {
             "dispatched": fast_field.fused is not None,
@@ -66,20 +62,20 @@ def main() -> None:
             "colour": float((fast_colour - colour).abs().max()),
         }
         # A kernel that disagrees with PyTorch (here: any difference at all) is switched off.
-        import remote.triposr.model as model_module
-
-        model_module.FUSED_FIELD_TOLERANCE = 0.0
-        strict = load_model(TINY_MODEL, device="cpu").use_fast_precision()
-        strict_field = strict.field(strict(images)[0])
-        report["disagreeing_kernel"] = {"dispatched": strict_field.fused is not None, "model_flag": strict.fused_field}
+        strict = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
+        strict_kernel = FusedField(strict, tolerance=0.0)
+        strict_field = strict.field(strict(images)[0], strict_kernel)
+        report["disagreeing_kernel"] = {
+            "dispatched": strict_field.fused is not None, "enabled": strict_kernel.enabled,
+        }
         # A kernel that cannot run (here: it raises) is switched off too, and the query still answers.
-        model_module.FUSED_FIELD_TOLERANCE = 0.05
-        failing = load_model(TINY_MODEL, device="cpu").use_fast_precision()
-        failing.fused_mlp().__class__ = _Failing
-        failing_field = failing.field(failing(images)[0])
+        failing = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
+        failing_kernel = FusedField(failing)
+        failing_kernel.mlp().__class__ = _Failing
+        failing_field = failing.field(failing(images)[0], failing_kernel)
         answer, _ = failing_field.query(points[:10])
         report["failing_kernel"] = {
-            "dispatched": failing_field.fused is not None, "model_flag": failing.fused_field,
+            "dispatched": failing_field.fused is not None, "enabled": failing_kernel.enabled,
             "answers": bool(torch.isfinite(answer).all()),
         }
     print(json.dumps(report))
@@ -88,14 +84,6 @@ def main() -> None:
 class _Failing(fused_field.FusedFieldMLP):
     def __call__(self, *args, **kwargs):
         raise RuntimeError("no C compiler")
-
-
-def _plain(model, scene):
-    """The same scene queried through PyTorch ops (the kernel switched off for this field)."""
-    model.fused_field = False
-    field = model.field(scene)
-    model.fused_field = True
-    return field
 
 
 if __name__ == "__main__":

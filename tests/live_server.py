@@ -32,7 +32,7 @@ from pathlib import Path
 import requests
 
 from conftest import TINY_MODEL
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
+from image_to_3d_dev.analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
 from conftest import BLENDER_PYTHON
 from remote.extraction import extract_mesh
 from remote.glb import mesh_to_glb, srgb_to_linear

@@ -11,7 +11,7 @@ import trimesh
 
 from conftest import EXAMPLES, TINY_MODEL
 from live_server import ROOT
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 pytestmark = pytest.mark.slow  # runs the real command on the tiny model
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from analytic_field import AnalyticField
+from image_to_3d_dev.analytic_field import AnalyticField
+from image_to_3d_dev.glb_checks import BLENDER_IMPORT, compare_imports, realistic_mesh
 from conftest import BLENDER_PYTHON
 from glb_reader import read_glb
 from remote.extraction import Mesh
@@ -27,8 +27,6 @@ from remote.glb import (
     srgb_to_linear,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from glb_wire import BLENDER_IMPORT, compare_imports, realistic_mesh  # noqa: E402
 
 RADIUS = AnalyticField.radius
 

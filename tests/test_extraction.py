@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import remote.marching_cubes as mc
-from analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
+from image_to_3d_dev.analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
 from remote.errors import InvalidOptionError, NoForegroundError
 from remote.extraction import extract_mesh, weld
 

@@ -1,4 +1,4 @@
-"""benchmarks/fitted_scene.py: the fit turns a model's random field into the analytic scene.
+"""image_to_3d_dev/fitted_scene.py: the fit turns a model's random field into the analytic scene.
 
 On the tiny reference model (planes 4x4, so a coarse fit) and at a low resolution; the full-size fit
 is the benchmark's. The same bar is checked against a model that was not fitted, so it can fail.
@@ -6,19 +6,17 @@ is the benchmark's. The same bar is checked against a model that was not fitted,
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from analytic_field import AnalyticField
+from image_to_3d_dev import fitted_scene
+from image_to_3d_dev.analytic_field import AnalyticField
+from image_to_3d_dev.images import model_input
 from conftest import EXAMPLES, TINY_MODEL
 from remote.extraction import extract_mesh
 from remote.triposr.weights import load_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import fitted_scene  # noqa: E402
 
 pytestmark = pytest.mark.slow  # fits a model
 
@@ -30,7 +28,7 @@ LEARNING_RATE = 1e-2  # the tiny MLP (16 wide) takes larger steps than the full-
 
 def fit(steps: int):
     model = load_model(TINY_MODEL, device="cpu")
-    images = fitted_scene.example_images(EXAMPLES / "chair.png", torch.device("cpu"))
+    images = model_input(EXAMPLES / "chair.png", torch.device("cpu"))
     target = AnalyticField()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     stats = fitted_scene.fit_scene(

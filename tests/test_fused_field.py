@@ -49,8 +49,8 @@ def test_fast_precision_uses_fp16_weights_and_stays_near_float32(report):
 
 
 def test_a_kernel_that_disagrees_is_switched_off(report):
-    assert report["disagreeing_kernel"] == {"dispatched": False, "model_flag": False}
+    assert report["disagreeing_kernel"] == {"dispatched": False, "enabled": False}
 
 
 def test_a_kernel_that_cannot_run_is_switched_off(report):
-    assert report["failing_kernel"] == {"dispatched": False, "model_flag": False, "answers": True}
+    assert report["failing_kernel"] == {"dispatched": False, "enabled": False, "answers": True}

@@ -12,7 +12,7 @@ import pytest
 import torch
 import trimesh
 
-from analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
+from image_to_3d_dev.analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
 from remote.extraction import Mesh, extract_mesh, vertex_normals
 from remote.glb import linear_color_ushort, mesh_to_glb, srgb_to_linear
 

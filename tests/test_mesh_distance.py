@@ -1,17 +1,13 @@
-"""The benchmark's parity measure (benchmarks/mesh_distance.py) on shapes whose answer is known."""
+"""The benchmark's parity measure (image_to_3d_dev/mesh_distance.py) on shapes whose answer is known."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import mcubes  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from mesh_distance import compare_meshes, surface_distance  # noqa: E402
+from image_to_3d_dev.mesh_distance import compare_meshes, surface_distance
 
 SIZE = 64
 CENTRE = 32.0

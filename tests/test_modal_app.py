@@ -609,7 +609,7 @@ def test_finish_on_device_applies_the_precision_setting(
     tmp_path: Path, precision: str, dtype: str, extraction: str
 ) -> None:
     from conftest import TINY_MODEL
-    from tiny_u2net import build_tiny_u2net
+    from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
     from remote import warm_start
 

@@ -29,7 +29,7 @@ import uvicorn
 
 from conftest import EXAMPLES, TINY_MODEL
 from live_server import ROOT, free_port
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 from remote.errors import ImageTo3DError, JobCancelledError
 from remote.modal_front import create_front_app

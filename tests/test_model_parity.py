@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_MODEL
+from remote.precision import FAST, apply_policy
 from remote.triposr.weights import load_model
 
 TOLERANCE = 1e-4  # relative, what upstream parity implies (triposr-reference/README.md)
@@ -95,15 +96,16 @@ def test_fast_precision_stays_near_upstream(expected):
     float32 streams, float32 planes), run here on the CPU: the same numbers within reduced
     precision's rounding, in upstream's feature order (a mixed-up plane or channel order moves
     densities by far more than this)."""
-    fast = load_model(TINY_MODEL, device="cpu").use_fast_precision()
+    fast = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
     pixels = np.asarray(Image.open(TINY_MODEL / "input.png").convert("RGB"), dtype=np.float32) / 255.0
     points = torch.from_numpy(expected["grid_points"])
     with torch.inference_mode():
         scene_codes = fast(torch.from_numpy(pixels)[None])
         density, colour = fast.query_field(scene_codes[0], points)
-    assert fast.transformer_dtype == torch.float16 and fast.decoder.layers[0].weight.dtype == torch.float16
+    assert fast.backbone.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float16
+    assert fast.decoder.layers[0].weight.dtype == torch.float16
     assert fast.backbone.norm.weight.dtype == fast.tokenizer.embeddings.dtype == torch.float32  # the streams
-    ends = fast.float32_ends()
+    ends = [fast.get_submodule(name) for name in FAST.float32_layers]
     assert {layer.weight.dtype for end in ends for layer in end.modules() if hasattr(layer, "weight")} == {torch.float32}
     assert scene_codes.dtype == density.dtype == colour.dtype == torch.float32
     # Measured 3.8e-4 and 2.8e-3 (7.9e-4 for the scene codes with the ends in fp16 too, 1.3e-3 with
@@ -140,7 +142,7 @@ def test_the_model_pass_runs_float32_without_tf32_and_restores_the_flags(model):
 def test_cuda_graph_replays_the_same_scene_codes():
     from remote.triposr.cuda_graph import GraphedModel
 
-    model = load_model(TINY_MODEL, device="cuda").use_fast_precision()
+    model = apply_policy(load_model(TINY_MODEL, device="cuda"), FAST)
     graphed = GraphedModel(model)
     with torch.inference_mode():
         for size in (64, 80, 64):  # a new input size is resized first: the same graph serves it

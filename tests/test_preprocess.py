@@ -22,7 +22,7 @@ from remote.errors import (
     NoForegroundError,
 )
 from remote.preprocess import BackgroundRemover, frame_object, load_image, prepare_image
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 from upstream_preprocess import load_rgba, upstream_model_input, upstream_square
 
 RED = (200, 30, 30)

@@ -36,7 +36,7 @@ from PIL import ImageDraw
 from conftest import EXAMPLES, TINY_MODEL
 from live_server import ROOT, free_port, live_server
 from test_glb import _accessor_data, _chunks
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 from remote.pipeline import GenerateOptions, GenerateResult, Pipeline
 from remote.server.app import create_app

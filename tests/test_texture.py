@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 import torch
 
-from analytic_field import BLUE, RED, AnalyticField
+from image_to_3d_dev.analytic_field import BLUE, RED, AnalyticField
 from conftest import TINY_MODEL
 from remote.errors import InvalidOptionError
 from remote.extraction import Mesh, extract_mesh, field_colors
@@ -23,7 +23,7 @@ from remote.texture.encode import to_bytes
 from remote.texture.rasterise import rasterise
 from remote.triposr.weights import load_model
 from test_glb import _accessor_data, _chunks
-from texture_checks import overlapping_pairs, sample_bilinear, surface_samples
+from image_to_3d_dev.texture_checks import overlapping_pairs, sample_bilinear, surface_samples
 
 SIZE = 512
 FLOAT32_UV = 1e-7  # UVs are float32 in the GLB: faces that touch may overlap by a rounding step

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytic_field import BLUE, RED, AnalyticField
+from image_to_3d_dev.analytic_field import BLUE, RED, AnalyticField
 from conftest import BLENDER_PYTHON
 from remote.extraction import extract_mesh
 from remote.glb import textured_mesh_to_glb

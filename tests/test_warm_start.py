@@ -8,7 +8,7 @@ import torch
 from conftest import EXAMPLES, TINY_MODEL
 from remote import warm_start
 from remote.pipeline import GenerateOptions
-from tiny_u2net import build_tiny_u2net
+from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 
 @pytest.mark.slow  # loads and runs the tiny model
@@ -32,7 +32,7 @@ def test_warm_up_prepares_the_cuda_path() -> None:
 
     pipeline = Pipeline.load(TINY_MODEL, device="cuda")
     pipeline.warm_up()
-    assert pipeline.model.fused_field_checked and len(pipeline.run_model._graphs) == 1
+    assert pipeline.fused_field.checked and len(pipeline.run_model._graphs) == 1
 
 
 def test_the_cpu_half_leaves_no_weight_in_the_mapped_file():

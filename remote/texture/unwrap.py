@@ -3,7 +3,7 @@ connected patch of faces that share a side.
 
 Why a box projection and not xatlas: xatlas (MIT) computes charts of a 50k-face mesh in seconds,
 many times the budget of the whole textured request, where a box projection takes milliseconds
-(docs/performance.md, benchmarks/xatlas_unwrap.py). Projecting a face onto the
+(docs/performance.md, benchmarks/investigations/xatlas_unwrap.py). Projecting a face onto the
 side its normal points to keeps its orientation (counter-clockwise in UV, like its winding); sides
 are chosen from the normals of a face's neighbourhood so that neighbours agree (fewer seams), but
 never one more than about 70 degrees from the face's own normal (a third of its area at least).

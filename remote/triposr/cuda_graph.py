@@ -1,7 +1,8 @@
 """The model pass (TripoSR.encode) replayed as one CUDA graph.
 
 Why: at batch 1 the encoder and transformer are hundreds of small kernels, and launching them
-costs about as much as running them (H100: 25 ms eager, 12 ms replayed). `encode` has fixed
+costs about as much as running them (replaying halves the pass: docs/performance.md, "Figures
+behind the code"). `encode` has fixed
 shapes for a given batch and conditioning size, so it is captured once per shape and replayed;
 the image's own resize (`preprocess`) runs eagerly first. The graph keeps its activations' memory
 between calls (a few hundred MB).

@@ -15,11 +15,9 @@ Two facts make that simple:
   texel coordinate `((u + 1) * R - 1) / 2`, four neighbours, texels outside the plane count as 0.
 
 Hidden activations are rounded to the weights' dtype (fp16 on the fast path) for each matrix
-product and accumulated in float32; everything else stays float32 (the PyTorch fp16 query it was
-measured against also rounded the sampling coordinates and features to fp16: planes were fp16 then). Measured on an H100 with full-size random
-weights: 16.7M points (a 256^3 grid) in 19 ms instead of 50 ms, and a tenth of the PyTorch fp16
-query's distance from float32 (relative density: mean 3e-4 instead of 3.4e-3, max 7e-3 instead
-of 0.13).
+product and accumulated in float32; everything else stays float32, so it is both faster and closer
+to float32 than the PyTorch query with the same weights (figures: docs/performance.md, "Figures
+behind the code").
 
 Only the fast path on CUDA uses it, after SceneField has checked it once against float32 math;
 `TRITON_INTERPRET=1` runs it on the CPU (the tests do, against `query_field`).
@@ -38,11 +36,9 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton; othe
     triton = None
 
 OUT_PAD = 16  # the last layer's 4 outputs, padded to tl.dot's smallest width
-# 32 points a program: with Triton 3.6 on an H100, 64- and 128-point blocks of fp16 64-wide
-# products faulted (illegal memory access) or, with 8 warps, returned NaN; 32 matched PyTorch.
-# On an H200 (Triton 3.6) 64 points with 8 warps matched and ran 15% faster (17 vs 20 ms for 16.7M
-# points), while 64 and 128 with 4 warps, 128 with 8 and 256 with 16 crashed: a fault would take the
-# server's CUDA context with it, which the self-check cannot catch, so 32 stays.
+# 32 points a program: larger blocks were faster on some GPUs but faulted (illegal memory access) or
+# returned NaN on others with the same Triton (docs/performance.md, "Figures behind the code"). A
+# fault takes the server's CUDA context with it, which the self-check cannot catch, so 32 stays.
 BLOCK_POINTS = 32
 NUM_WARPS = 4
 

@@ -26,11 +26,9 @@ logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The fast path's matrix products in the encoder and transformer. fp16, not bf16: its scene codes are
-# 8x closer to float32 (random weights, CPU: 0.14% vs 1.2% mean) at the same speed. The pipeline
-# re-runs an input that overflows fp16 with bf16 arithmetic.
-FAST_TRANSFORMER_DTYPE = torch.float16
-FUSED_FIELD_TOLERANCE = 0.05  # max relative density, fused kernel vs float32 (measured 7e-3 on an H100)
+# Max relative density, fused kernel against float32, for the kernel's check to pass: several times
+# what a correct kernel gives (docs/performance.md), far below what a miscompiled one does.
+FUSED_FIELD_TOLERANCE = 0.05
 
 
 def reduce_matmul_precision(
@@ -51,7 +49,7 @@ def reduce_matmul_precision(
 def strict_float32() -> Iterator[None]:
     """float32 products really in float32 while the block runs: PyTorch's default lets cuDNN run
     float32 convolutions (the patch embedding, the post-processor) in TF32, whose 10-bit inputs
-    moved the fitted scenes' surfaces 0.05 voxel on an H200 (benchmarks/precision_sweep.py)."""
+    move the surface measurably (docs/performance.md, "The fast path's precision policy")."""
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -135,9 +133,6 @@ class TripoSR(nn.Module):
         self.backbone = Transformer1D(config.backbone)
         self.post_processor = TriplaneUpsampler(config.num_channels, config.post_processor_out_channels)
         self.decoder = FieldDecoder(config.decoder)
-        self.fused_field = False  # use_fast_precision turns it on
-        self.fused_field_checked = False
-        self._fused_mlp: tuple[tuple[torch.device, torch.dtype], fused_field.FusedFieldMLP] | None = None
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) in 0..1 -> (B, 3, S, S) at the conditioning size, as the model was trained."""
@@ -153,31 +148,20 @@ class TripoSR(nn.Module):
             )
         return self.encode(self.preprocess(images))
 
-    def forward_wide_range(self, images: torch.Tensor) -> torch.Tensor:
-        """`forward` with bf16 copies of the encoder's and transformer's matrix weights, for the
-        rare input whose activations overflow the fast path's fp16 (bf16 has float32's range). The
-        copies are temporary (about 0.8 GB at full size)."""
-        copied = copy.deepcopy(nn.ModuleList([self.image_tokenizer, self.backbone]))
-        image_tokenizer, backbone = copied
-        reduce_matmul_precision(copied, torch.bfloat16, keep=self.float32_ends(image_tokenizer, backbone))
-        return self._encode(self.preprocess(images), image_tokenizer, self.tokenizer, backbone)
-
-    @property
-    def transformer_dtype(self) -> torch.dtype:
-        """The dtype the transformer blocks' matrix products run in (float32 unless use_fast_precision)."""
-        return self.backbone.transformer_blocks[0].attn1.to_q.weight.dtype
-
-    def float32_ends(
-        self, image_tokenizer: nn.Module | None = None, backbone: nn.Module | None = None
-    ) -> list[nn.Module]:
-        """The products the fast path keeps in float32: the ViT's patch embedding (the pixels) and
-        the transformer's proj_in and proj_out (proj_out writes the planes directly). Under 1% of the
-        pass's arithmetic, they carried most of its fp16 error: on three fitted scenes (H200,
-        benchmarks/precision_sweep.py) the surface moved 0.056 voxel on average with them in float32
-        against 0.133 without, for 0.3 ms (13.8 -> 14.1 ms)."""
-        vit = (image_tokenizer or self.image_tokenizer).model
-        backbone = backbone or self.backbone
-        return [vit.embeddings.patch_embeddings, backbone.proj_in, backbone.proj_out]
+    def forward_wide_range(self, images: torch.Tensor, float32_layers: Iterable[str] = ()) -> torch.Tensor:
+        """`forward` with bf16 copies of the encoder's and transformer's matrix weights (except the
+        modules named in `float32_layers`, kept float32), for the rare input whose activations
+        overflow fp16 (bf16 has float32's range). The copies are temporary (about 0.8 GB at full size)."""
+        parts = {"image_tokenizer": self.image_tokenizer, "backbone": self.backbone}
+        copied = copy.deepcopy(nn.ModuleList(parts.values()))
+        copies = dict(zip(parts, copied))
+        keep = []
+        for name in float32_layers:
+            top, _, rest = name.partition(".")
+            if top in copies:
+                keep.append(copies[top].get_submodule(rest))
+        reduce_matmul_precision(copied, torch.bfloat16, keep=keep)
+        return self._encode(self.preprocess(images), copies["image_tokenizer"], self.tokenizer, copies["backbone"])
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, S, S) at the conditioning size -> scene codes (B, 3, C, R, R): fixed shapes,
@@ -193,27 +177,6 @@ class TripoSR(nn.Module):
             tokens = backbone(tokenizer(pixels.shape[0]), image_tokens)
             planes = tokenizer.detokenize(tokens).to(self.post_processor.upsample.weight.dtype)
             return self.post_processor(planes)
-
-    def use_fast_precision(
-        self,
-        transformer_dtype: torch.dtype | None = None,
-        decoder_dtype: torch.dtype = torch.float16,
-        fused_field_kernel: bool = True,
-    ) -> "TripoSR":
-        """The GPU fast path: the encoder's and transformer's matrix products in
-        FAST_TRANSFORMER_DTYPE except `float32_ends`, and the field MLP in fp16 (finer steps than
-        bf16 where the density is compared with the threshold). Everything else stays float32: the
-        residual streams, norms, embeddings, the post-processor and so the scene code, and the final
-        exp/sigmoid. Measured on an H200 (benchmarks/pipeline.py --parity): with the streams in fp16
-        as well, the surface moved 0.028 voxel on random weights and 0.185 on the soft fitted scene;
-        with float32 streams 0.008 and 0.121, for 1 ms more model pass (14 ms); with `float32_ends`
-        as well, 0.008 and 0.044 (14.5 ms). `fused_field_kernel` queries the field on CUDA with one
-        Triton kernel (where triton is installed)."""
-        for part in (self.image_tokenizer, self.backbone):
-            reduce_matmul_precision(part, transformer_dtype or FAST_TRANSFORMER_DTYPE, keep=self.float32_ends())
-        self.decoder.to(decoder_dtype)
-        self.fused_field = fused_field_kernel and fused_field.available()
-        return self
 
     def query_field(
         self, scene_code: torch.Tensor, points: torch.Tensor, decoder: nn.Module | None = None
@@ -247,48 +210,68 @@ class TripoSR(nn.Module):
         density = torch.exp(out[:, 0] + self.config.renderer.density_bias)
         return density, torch.sigmoid(out[:, 1:4])
 
-    def field(self, scene_code: torch.Tensor) -> "SceneField":
-        return SceneField(self, scene_code)
+    def field(self, scene_code: torch.Tensor, fused: "FusedField | None" = None) -> "SceneField":
+        """One scene code as the Field that mesh extraction queries; through `fused`'s kernel where
+        it can run (remote/precision.py's `fused_field`), PyTorch ops otherwise."""
+        return SceneField(self, scene_code, fused)
 
-    def fused_mlp(self) -> fused_field.FusedFieldMLP:
+
+class FusedField:
+    """The fused Triton field kernel for one model (fused_field.py): the decoder packed once per
+    device and dtype, and whether the kernel passed its check. The pipeline holds one when its
+    precision policy asks for the kernel; the model itself carries no such state.
+
+    The check runs once, on the first scene: the kernel must agree with float32 math on the same
+    weights and planes (PyTorch ops), or it is switched off for good: a compiler that miscompiles
+    the kernel on some GPU must not change the mesh. (Against float32 because the fp16 PyTorch
+    query is itself further from it than the kernel.)"""
+
+    def __init__(self, model: TripoSR, tolerance: float = FUSED_FIELD_TOLERANCE) -> None:
+        self.model = model
+        self.tolerance = tolerance  # max relative density against float32 for the check to pass
+        self.enabled = fused_field.available()
+        self.checked = False
+        self._mlp: tuple[tuple[torch.device, torch.dtype], fused_field.FusedFieldMLP] | None = None
+
+    def mlp(self) -> fused_field.FusedFieldMLP:
         """The decoder packed for the fused kernel, made once per device and dtype."""
-        key = (self.decoder.layers[0].weight.device, self.decoder.layers[0].weight.dtype)
-        if self._fused_mlp is None or self._fused_mlp[0] != key:
-            linears = [layer for layer in self.decoder.layers if isinstance(layer, nn.Linear)]
-            self._fused_mlp = (key, fused_field.FusedFieldMLP(linears))
-        return self._fused_mlp[1]
+        linears = [layer for layer in self.model.decoder.layers if isinstance(layer, nn.Linear)]
+        key = (linears[0].weight.device, linears[0].weight.dtype)
+        if self._mlp is None or self._mlp[0] != key:
+            self._mlp = (key, fused_field.FusedFieldMLP(linears))
+        return self._mlp[1]
+
+    def runs_on(self, scene_code: torch.Tensor) -> bool:
+        return self.enabled and (scene_code.is_cuda or fused_field.interpreted())
 
 
 class SceneField:
     """One scene code, seen as the Field that mesh extraction queries.
 
-    With the model's `fused_field` on (the fast path), CUDA queries go through the fused Triton
-    kernel (fused_field.py), which gives query_field's numbers without its memory traffic.
+    Given a FusedField that can run here, queries go through the fused Triton kernel
+    (fused_field.py), which gives query_field's numbers without its memory traffic.
     """
 
-    def __init__(self, model: TripoSR, scene_code: torch.Tensor) -> None:
+    def __init__(self, model: TripoSR, scene_code: torch.Tensor, fused: FusedField | None = None) -> None:
         self.model = model
         self.scene_code = scene_code
         self.device = scene_code.device
         self.radius = model.config.renderer.radius
         self.fused: tuple[fused_field.FusedFieldMLP, torch.Tensor] | None = None
-        if model.fused_field and (scene_code.is_cuda or fused_field.interpreted()):
-            mlp = model.fused_mlp()
+        if fused is not None and fused.runs_on(scene_code):
+            mlp = fused.mlp()
             with strict_float32():
                 self.fused = (mlp, fused_field.project_planes(scene_code, mlp.first_weight))
-            if not model.fused_field_checked:
-                self._check_fused()
+            if not fused.checked:
+                self._check_fused(fused)
 
-    def _check_fused(self) -> None:
-        """Once per model: the kernel must agree with float32 math on the same weights and planes
-        (PyTorch ops), or the model goes back to PyTorch ops: a compiler that miscompiles the
-        kernel on some GPU must not change the mesh. (Against float32 because the fp16 PyTorch
-        query is itself ten times further from it than the kernel: H100, random weights.)"""
+    def _check_fused(self, kernel: FusedField) -> None:
+        """FusedField's check, on this scene: switches the kernel off if it disagrees or fails."""
         points = (torch.rand(4096, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * self.radius
         points = points.to(self.device)
         float32_decoder = copy.deepcopy(self.model.decoder).float()
         expected, _ = self.model.query_field(self.scene_code.float(), points, decoder=float32_decoder)
-        self.model.fused_field_checked = True
+        kernel.checked = True
         try:
             fused, _ = self.query(points)
             error = float(((fused - expected).abs() / expected.abs().clamp_min(1e-6)).max())
@@ -296,10 +279,10 @@ class SceneField:
             logger.warning("the fused field kernel does not run here (%s); using PyTorch ops", exc)
             error = math.inf
         else:
-            if not error < FUSED_FIELD_TOLERANCE:  # also catches NaN
+            if not error < kernel.tolerance:  # also catches NaN
                 logger.warning("the fused field kernel disagrees with float32 (%.3g); using PyTorch ops", error)
-        if not error < FUSED_FIELD_TOLERANCE:
-            self.model.fused_field = False
+        if not error < kernel.tolerance:
+            kernel.enabled = False
             self.fused = None
 
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

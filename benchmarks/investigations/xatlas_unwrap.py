@@ -3,7 +3,7 @@ pipeline would texture (the analytic scene at resolution 256, decimated), agains
 
 xatlas is not a dependency; run this with it added for the one run:
 
-    uv run --with xatlas==0.0.11 python benchmarks/xatlas_unwrap.py --target-faces 50000
+    uv run --with xatlas==0.0.11 python benchmarks/investigations/xatlas_unwrap.py --target-faces 50000
 
 It times xatlas's whole generate (charts and packing), xatlas packing our charts alone (a UV mesh),
 and our unwrap (charts, fold check, packing), each once on the CPU.
@@ -12,24 +12,18 @@ and our unwrap (charts, fold check, packing), each once on the CPU.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import xatlas  # type: ignore[import-not-found]
 
-import xatlas  # noqa: E402  # type: ignore[import-not-found]
-
-from analytic_field import AnalyticField  # noqa: E402
-from remote.extraction import extract_mesh  # noqa: E402
-from remote.texture.folds import folded_faces  # noqa: E402
-from remote.texture.pack import pack  # noqa: E402
-from remote.texture.unwrap import box_charts  # noqa: E402
+from image_to_3d_dev.analytic_field import AnalyticField
+from remote.extraction import extract_mesh
+from remote.texture.folds import folded_faces
+from remote.texture.pack import pack
+from remote.texture.unwrap import box_charts
 
 
 def main() -> None:

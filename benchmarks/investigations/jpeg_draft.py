@@ -5,7 +5,7 @@ Each example cut-out is enlarged to a camera-sized photo on a busy backdrop and 
 its own alpha, at the decoded size, stands in for rembg's mask. Both decodes then go through the
 same cutout, crop, pad, composite and resize:
 
-    uv run python benchmarks/jpeg_draft.py
+    uv run python benchmarks/investigations/jpeg_draft.py
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 import numpy as np
 import PIL.Image
 
+from image_to_3d_dev.images import backdrop
+from image_to_3d_dev.paths import EXAMPLES
 from remote.preprocess import load_image, prepare_image
-from cutout_edges import EXAMPLES, backdrop  # type: ignore[import-not-found]
 
 
 def photo_jpeg(name: str, long_side: int) -> tuple[bytes, PIL.Image.Image]:

@@ -4,30 +4,20 @@ against keeping the photo's colours, on photos with soft edges.
 Each example cut-out is put on a textured backdrop to make a photo; its own soft alpha stands in for
 the mask rembg would return. Both ways then go through the same crop, pad, composite and resize:
 
-    uv run python benchmarks/cutout_edges.py
+    uv run python benchmarks/investigations/cutout_edges.py
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
 
+from image_to_3d_dev.images import backdrop
+from image_to_3d_dev.paths import EXAMPLES
 from remote.preprocess import prepare_image
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "examples"
-
-
-def backdrop(size: tuple[int, int], seed: int = 0) -> PIL.Image.Image:
-    """A bright, busy background (a gradient with noise), like a room behind the object."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([150 + 80 * x / width, 170 + 60 * y / height, 200 - 50 * x / width], axis=-1)
-    noisy = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
-    return PIL.Image.fromarray(noisy, "RGB")
 
 
 def compare(name: str) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """Which parts of the model pass may run their matrix products in fp16: surface error against time.
 
-    uv run python benchmarks/precision_sweep.py --device cuda
+    uv run python benchmarks/investigations/precision_sweep.py --device cuda
 
-On the fitted scene (benchmarks/fitted_scene.py: random ViT and transformer, post-processor and
+On the fitted scene (image_to_3d_dev/fitted_scene.py: random ViT and transformer, post-processor and
 field MLP fitted to the analytic shape), each configuration below runs the model pass as the fast
 path does (CUDA graph on CUDA) and reports its median time, how far its scene code is from float32
 (mean |difference| / mean |value|), and how far the surface moves: the float32 field on that scene
@@ -17,8 +17,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -26,24 +24,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from pipeline import FITTED_THRESHOLD, compare_meshes, mesh_for  # noqa: E402
-
-from remote.pipeline import GenerateOptions  # noqa: E402
-from remote.preprocess import load_image, prepare_image  # noqa: E402
-from remote.triposr.cuda_graph import GraphedModel  # noqa: E402
-import remote.triposr.model as model_module  # noqa: E402
-from remote.triposr.model import TripoSR, reduce_matmul_precision  # noqa: E402
-from remote.triposr.weights import build_random_model, resolve_device  # noqa: E402
+import remote.triposr.model as model_module
+from image_to_3d_dev.images import model_input
+from image_to_3d_dev.scenes import FITTED_THRESHOLD, compare_meshes, mesh_for
+from image_to_3d_dev.paths import EXAMPLES
+from image_to_3d_dev.timing import device_sync, median_seconds
+from remote.pipeline import GenerateOptions
+from remote.precision import FLOAT32_ENDS
+from remote.triposr.cuda_graph import GraphedModel
+from remote.triposr.model import TripoSR, reduce_matmul_precision
+from remote.triposr.weights import build_random_model, resolve_device
 
 
 def vit_layers(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
     layers = list(model.image_tokenizer.model.encoder.layer)
     return layers[first:last]
+
+
+def ends(model: TripoSR) -> list[nn.Module]:
+    """The layers the product's fast path keeps in float32 (remote/precision.py's FLOAT32_ENDS)."""
+    return [model.get_submodule(name) for name in FLOAT32_ENDS]
 
 
 def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
@@ -54,12 +54,12 @@ def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.M
 # transformer gets fp16 products. Parts are whole blocks (a block runs in its first layer's dtype).
 CONFIGS = {
     "all fp16": (lambda m: [], False),
-    "ends float32 (default)": (lambda m: m.float32_ends(), False),
+    "ends float32 (default)": (lambda m: ends(m), False),
     "ViT TF32": (lambda m: [m.image_tokenizer], True),
     "ViT layers 0-5 float32": (lambda m: [m.image_tokenizer.model.embeddings] + vit_layers(m, 0, 6), False),
     "ViT float32": (lambda m: [m.image_tokenizer], False),
-    "ViT and ends float32": (lambda m: [m.image_tokenizer] + m.float32_ends(), False),
-    "ViT, ends, blocks 12-15 float32": (lambda m: [m.image_tokenizer] + m.float32_ends() + blocks(m, 12), False),
+    "ViT and ends float32": (lambda m: [m.image_tokenizer] + ends(m), False),
+    "ViT, ends, blocks 12-15 float32": (lambda m: [m.image_tokenizer] + ends(m) + blocks(m, 12), False),
     "transformer float32": (lambda m: [m.backbone], False),
 }
 
@@ -122,12 +122,11 @@ def sweep_scene(image: Path, args: argparse.Namespace, device: torch.device, opt
 
 
 def fitted_model(image: Path, args: argparse.Namespace, device: torch.device) -> tuple[TripoSR, torch.Tensor]:
-    from analytic_field import AnalyticField
-    from fitted_scene import fit_scene
+    from image_to_3d_dev.analytic_field import AnalyticField
+    from image_to_3d_dev.fitted_scene import fit_scene
 
     model = build_random_model(device=device, dtype=torch.float32, decoder_gain=3.0)
-    prepared = prepare_image(load_image(image), remove_background="never")
-    images = torch.from_numpy(prepared).to(device)[None]
+    images = model_input(image, device)
     target = AnalyticField(threshold=FITTED_THRESHOLD, sharpness=args.fit_sharpness, device=str(device))
     fit_scene(model, images, target, threshold=FITTED_THRESHOLD, steps=args.fit_steps, log=None)
     model.eval()
@@ -137,16 +136,9 @@ def fitted_model(image: Path, args: argparse.Namespace, device: torch.device) ->
 def time_model_pass(model: TripoSR, images: torch.Tensor, runs: int) -> tuple[float, torch.Tensor]:
     """Median seconds of the model pass as the fast path runs it, and its scene code."""
     run = GraphedModel(model) if images.is_cuda else model
-    times = []
     with torch.inference_mode():
-        for index in range(runs + 3):
-            _sync(images)
-            start = time.perf_counter()
-            code = run(images)[0]
-            _sync(images)
-            if index >= 3:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times), code
+        code, seconds = median_seconds(lambda: run(images)[0], runs, warmup=3, sync=device_sync(images.device))
+    return seconds, code
 
 
 def measure_code(
@@ -187,7 +179,7 @@ def print_summary(tables: dict, device: torch.device) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    parser.add_argument("--images", nargs="+", default=[str(ROOT / "tests/fixtures/examples/chair.png")],
+    parser.add_argument("--images", nargs="+", default=[str(EXAMPLES / "chair.png")],
                         help="one fitted scene per image (the random ViT and transformer see each)")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--runs", type=int, default=15)
@@ -195,11 +187,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fit-steps", type=int, default=3000)
     parser.add_argument("--only", nargs="*", help="configuration names to run (default all)")
     return parser.parse_args()
-
-
-def _sync(tensor: torch.Tensor) -> None:
-    if tensor.is_cuda:
-        torch.cuda.synchronize(tensor.device)
 
 
 if __name__ == "__main__":

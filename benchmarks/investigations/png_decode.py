@@ -1,9 +1,9 @@
 """PNG decode: Pillow (what load_image uses) against OpenCV's imdecode (installed with rembg) and
-pyspng (libspng; not a dependency: `uv run --with pyspng==0.1.4 python benchmarks/png_decode.py`),
-on the images of benchmarks/preprocess_device.py. Median ms of warm runs, one thread each, and
+pyspng (libspng; not a dependency: `uv run --with pyspng==0.1.4 python benchmarks/investigations/png_decode.py`),
+on the images of image_to_3d_dev/images.py. Median ms of warm runs, one thread each, and
 whether each decoder's pixels equal Pillow's (OpenCV's in BGRA order, compared as such).
 
-    uv run python benchmarks/png_decode.py [--runs 15] [--json]
+    uv run python benchmarks/investigations/png_decode.py [--runs 15] [--json]
 """
 
 from __future__ import annotations
@@ -11,28 +11,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
-import sys
-import time
-from pathlib import Path
-from typing import Any, Callable
 
 import cv2
 import numpy as np
 import PIL.Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_device import images  # noqa: E402
-
-
-def median_ms(function: Callable[[], Any], runs: int) -> tuple[Any, float]:
-    result = function()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = function()
-        times.append((time.perf_counter() - start) * 1000)
-    return result, statistics.median(times)
+from image_to_3d_dev.images import preprocess_images
+from image_to_3d_dev.timing import median_ms
 
 
 def main() -> None:
@@ -46,7 +31,7 @@ def main() -> None:
     except ImportError:
         pyspng = None
     rows = []
-    for name, data in images().items():
+    for name, data in preprocess_images().items():
         pillow, pillow_ms = median_ms(lambda: np.asarray(PIL.Image.open(io.BytesIO(data))), args.runs)
         opencv, opencv_ms = median_ms(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), args.runs)
         bgra = pillow[..., [2, 1, 0, 3]] if pillow.shape[-1] == 4 else pillow[..., ::-1]

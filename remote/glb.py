@@ -19,11 +19,10 @@
   feeding Base Color, the image packed in the .blend). The vertex-colour file is unchanged by it.
 
 The GLB is written here (glTF 2.0 binary: a 12-byte header, a JSON chunk, a BIN chunk) rather than
-by trimesh's exporter, which took 40-70 ms for 135k vertices (benchmarks/glb_export.py, on a 2-core
-CPU and on an H200 host's) of an 80 ms budget for the whole request: mostly axis-0 min/max over
-every accessor, the faces included, and joining the pieces. Here each array is written once, column
-by column (numpy copies rows of 3 slowly), into one BIN buffer, and the file is one join: 5-7 ms,
-a third of it the colours' log and exp. Only POSITION carries min/max (the spec asks for them there
+by trimesh's exporter, which spent most of its time on axis-0 min/max over every accessor, the
+faces included, and on joining the pieces (docs/performance.md, "Figures behind the code"). Here
+each array is written once, column by column (numpy copies rows of 3 slowly), into one BIN buffer,
+and the file is one join. Only POSITION carries min/max (the spec asks for them there
 alone), taken from the stored floats. Indices are always unsigned int (5125): unsigned short would
 only serve meshes under 65536 vertices, smaller than the pipeline's. The content is what trimesh
 wrote (scene 0, node and mesh "object", accessors in the same order, material "vertex_colors"),
@@ -355,8 +354,8 @@ def compact_mesh_to_glb(mesh: Mesh, grid: tuple[int, float] | None = None) -> by
     - uint32 indices (the mesh has more than 65,536 vertices).
     Blender's importer reads KHR_mesh_quantization (glTF-Blender-IO 5f8d28f5, August 2020; listed
     in v4.2.0) and puts the node's scale and translation on the object; the add-on bakes the
-    object's transform into the mesh when it places it. At resolution 256: 3.65 MB, 1.27 MB under
-    gzip, against 4.0 and 1.55 MB for mesh_to_glb(normals=False) (benchmarks/glb_wire.py).
+    object's transform into the mesh when it places it. Sizes against mesh_to_glb: docs/api.md
+    (`benchmarks/glb_wire.py` measures them).
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float32)
     faces = np.asarray(mesh.faces)

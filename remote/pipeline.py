@@ -290,8 +290,8 @@ class Pipeline:
             # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
             # extraction skips them), and the add-on shades the object smooth itself. Vertex colours
             # go in the compact form (KHR_mesh_quantization on the marching-cubes grid, colours
-            # snapped to the sRGB bytes Blender keeps): 1.27 MB gzipped where the float file was
-            # 1.55 MB at 256. A textured mesh keeps float positions (its UV seams split vertices).
+            # snapped to the sRGB bytes Blender keeps; its size: docs/api.md). A textured mesh keeps
+            # float positions (its UV seams split vertices).
             if textured is None:
                 glb = compact_mesh_to_glb(mesh, (options.resolution, float(field.radius)))
             else:

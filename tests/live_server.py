@@ -52,6 +52,29 @@ def free_port() -> int:
 
 
 @contextmanager
+def serve_in_process(app: object) -> Iterator[str]:
+    """Run an ASGI app under a real uvicorn in a thread of this process (for loaders and pipelines
+    that a test controls); yield its URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@contextmanager
 def live_server(
     workdir: Path,
     *,

@@ -19,16 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import PIL.Image
 import pytest
 import requests
-import uvicorn
 
 from conftest import EXAMPLES, TINY_MODEL
-from live_server import ROOT, free_port
+from live_server import ROOT, serve_in_process
 from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
 from remote.errors import ImageTo3DError, JobCancelledError
@@ -101,23 +99,6 @@ class LocalGpu:
         return self.last
 
 
-@contextmanager
-def _uvicorn(app: object) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def gpu(tmp_path_factory: pytest.TempPathFactory) -> LocalGpu:
     onnx = build_tiny_u2net(tmp_path_factory.mktemp("front") / "u2net.onnx")
@@ -127,7 +108,7 @@ def gpu(tmp_path_factory: pytest.TempPathFactory) -> LocalGpu:
 @pytest.fixture(scope="module")
 def front(gpu: LocalGpu) -> Iterator[str]:
     settings = ServerSettings(token=TOKEN, max_pixels=MAX_PIXELS, max_body_bytes=MAX_BODY, queue_size=1)
-    with _uvicorn(create_front_app(gpu, settings, gpu_name="cuda (A10G on Modal)")) as url:
+    with serve_in_process(create_front_app(gpu, settings, gpu_name="cuda (A10G on Modal)")) as url:
         yield url
 
 

@@ -21,8 +21,6 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -30,11 +28,10 @@ import PIL.Image
 import pytest
 import requests
 import trimesh
-import uvicorn
 from PIL import ImageDraw
 
 from conftest import EXAMPLES, TINY_MODEL
-from live_server import ROOT, free_port, live_server
+from live_server import ROOT, free_port, live_server, serve_in_process
 from test_glb import _accessor_data, _chunks
 from image_to_3d_dev.tiny_u2net import build_tiny_u2net
 
@@ -120,25 +117,6 @@ def assert_glb(response: requests.Response) -> trimesh.Trimesh:
     assert len(mesh.vertices) == int(response.headers["X-Mesh-Vertices"]) > 0
     assert len(mesh.faces) == int(response.headers["X-Mesh-Faces"]) > 0
     return mesh
-
-
-@contextmanager
-def serve_in_process(app) -> Iterator[str]:
-    """Run an app under a real uvicorn in a thread of this process (for loaders and pipelines
-    that a test controls); yield its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import requests
-import uvicorn
 
 from conftest import TINY_MODEL
-from live_server import ROOT, free_port
+from live_server import ROOT, free_port, serve_in_process
 
 from remote.server.app import create_app
 from remote.server.settings import MAKE_TOKEN, MIN_TOKEN_LENGTH, ServerSettings, SettingsError
@@ -45,23 +40,6 @@ def _serve(host: str, token: str | None, extra_env: dict[str, str] | None = None
          "--model", str(TINY_MODEL), "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
     )
-
-
-@contextmanager
-def _uvicorn(app: object) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.mark.parametrize("token", list(BAD_TOKENS.values()), ids=list(BAD_TOKENS))
@@ -124,7 +102,7 @@ def test_api_docs_are_off_with_a_token_and_on_without() -> None:
     with_token = create_app(ServerSettings(token=GOOD_TOKEN), pipeline_loader=_never_loaded)  # type: ignore[arg-type]
     without = create_app(ServerSettings(token=None), pipeline_loader=_never_loaded)  # type: ignore[arg-type]
 
-    with _uvicorn(with_token) as secured, _uvicorn(without) as open_:
+    with serve_in_process(with_token) as secured, serve_in_process(without) as open_:
         for path in ("/docs", "/redoc", "/openapi.json"):
             assert requests.get(secured + path, timeout=5).status_code == 404, path
             assert requests.get(open_ + path, timeout=5).status_code == 200, path

@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_addon() -> types.ModuleType:
     """The add-on registered from its folder, as Blender would load a legacy install."""
-    init = importlib.util.spec_from_file_location("image_to_3d", ROOT / "blender_addon" / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT / "blender_addon")])
+    init = importlib.util.spec_from_file_location(
+        "image_to_3d", ROOT / "blender_addon" / "__init__.py", submodule_search_locations=[str(ROOT / "blender_addon")]
+    )
     module = importlib.util.module_from_spec(init)
     sys.modules["image_to_3d"] = module
     init.loader.exec_module(module)
@@ -80,7 +81,9 @@ def main() -> None:
     print(f"{args.side}x{args.side} painted image, median of {args.runs}:")
     print(f"  main thread (copy pixels out of Blender)  {main_s:6.2f} s  peak {main_mb:7.0f} MiB")
     print(f"  worker (downscale + PNG, {len(data) / 1e6:.2f} MB sent)   {worker_s:6.2f} s  peak {worker_mb:7.0f} MiB")
-    print(f"  before: full-size PNG on the main thread  {old_s:6.2f} s  peak {old_mb:7.0f} MiB ({len(old) / 1e6:.1f} MB)")
+    print(
+        f"  before: full-size PNG on the main thread  {old_s:6.2f} s  peak {old_mb:7.0f} MiB ({len(old) / 1e6:.1f} MB)"
+    )
 
 
 if __name__ == "__main__":

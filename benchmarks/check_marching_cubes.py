@@ -31,12 +31,18 @@ def main() -> int:
     print("backend:", mc.backend_for(volume.cuda()))
     gpu_v, gpu_f = weld(gpu_v, gpu_f)
     gpu_v, gpu_f = gpu_v.cpu(), gpu_f.cpu()
-    distance = torch.cdist(gpu_v[:20000].double(), cpu_v.double(), compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    distance = (
+        torch.cdist(gpu_v[:20000].double(), cpu_v.double(), compute_mode="donot_use_mm_for_euclid_dist")
+        .min(dim=1)
+        .values
+    )
     print(f"vertices cpu {len(cpu_v)} gpu {len(gpu_v)}; faces cpu {len(cpu_f)} gpu {len(gpu_f)}")
     print(f"centroids cpu {cpu_v.mean(0).tolist()} gpu {gpu_v.mean(0).tolist()}")
     print(f"signed volume cpu {signed_volume(cpu_v, cpu_f):.1f} gpu {signed_volume(gpu_v, gpu_f):.1f}")
     print(f"gpu->cpu vertex distance max {distance.max():.2e} voxels")
-    agree = distance.max() < 2e-3 and signed_volume(gpu_v, gpu_f) > 0 and abs(len(gpu_f) - len(cpu_f)) <= 0.01 * len(cpu_f)
+    agree = (
+        distance.max() < 2e-3 and signed_volume(gpu_v, gpu_f) > 0 and abs(len(gpu_f) - len(cpu_f)) <= 0.01 * len(cpu_f)
+    )
     print("AGREE" if agree else "DISAGREE")
     return 0 if agree else 1
 

@@ -75,11 +75,17 @@ def main() -> None:
     with torch.inference_mode():
         points = torch.rand(total, 3, device=device) * 1.74 - 0.87
         for chunk in (262_144, 1 << 20, 1 << 22):
-            timed(f"query all {total} points, {chunk} a chunk",
-                  lambda: [field.density(p) for p in points.split(chunk)], device)  # noqa: F821 (runs before the del)
+            timed(
+                f"query all {total} points, {chunk} a chunk",
+                lambda: [field.density(p) for p in points.split(chunk)],  # noqa: F821 (runs before the del)
+                device,
+            )
         del points
-        volume = timed("band_density (coarse + band query)",
-                       lambda: band_density(field, resolution, 0.87, threshold, 1 << 20), device)
+        volume = timed(
+            "band_density (coarse + band query)",
+            lambda: band_density(field, resolution, 0.87, threshold, 1 << 20),
+            device,
+        )
         coarse = extraction.math.ceil((resolution - 1) / extraction.COARSE_STRIDE) + 1
         timed(f"coarse grid only ({coarse}^3)", lambda: extraction.dense_density(field, coarse, 0.87, 262_144), device)
         soup = timed("marching cubes", lambda: marching_cubes(volume, threshold), device)
@@ -89,8 +95,11 @@ def main() -> None:
         print(f"  welded: {len(vertices)} vertices, {len(faces)} faces")
         timed("vertex normals", lambda: vertex_normals(vertices, faces), device)
         colors = timed("colour query", lambda: field.color(vertices).float().clamp(0, 1), device)
-        timed("host copies (vertices, faces, colours)",
-              lambda: (vertices.cpu().numpy(), faces.to(torch.int32).cpu().numpy(), colors.cpu().numpy()), device)
+        timed(
+            "host copies (vertices, faces, colours)",
+            lambda: (vertices.cpu().numpy(), faces.to(torch.int32).cpu().numpy(), colors.cpu().numpy()),
+            device,
+        )
     mesh = Mesh(vertices=vertices.cpu().numpy(), faces=faces.to(torch.int32).cpu().numpy(), colors=colors.cpu().numpy())
     timed("GLB", lambda: mesh_to_glb(mesh, normals=False), device)
 

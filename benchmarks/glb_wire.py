@@ -34,6 +34,7 @@ from image_to_3d_dev.timing import median_ms
 from remote.extraction import Mesh
 from remote.glb import compact_mesh_to_glb, mesh_to_glb
 
+
 def draco_glb(mesh: Mesh) -> bytes:
     """KHR_draco_mesh_compression (DracoPy, 14-bit positions, 8-bit sRGB-byte colours decoded as
     linear; for size and decode-time comparison only)."""
@@ -53,11 +54,28 @@ def draco_glb(mesh: Mesh) -> bytes:
         "asset": {"version": "2.0", "generator": GENERATOR},
         "extensionsUsed": ["KHR_draco_mesh_compression"],
         "extensionsRequired": ["KHR_draco_mesh_compression"],
-        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"name": "object", "mesh": 0}],
-        "meshes": [{"name": "object", "primitives": [{
-            "attributes": {"POSITION": 1, "COLOR_0": 2}, "indices": 0, "mode": 4, "material": 0,
-            "extensions": {"KHR_draco_mesh_compression": {"bufferView": 0, "attributes": {"POSITION": ids[0], "COLOR_0": ids[2]}}},
-        }]}],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": "object", "mesh": 0}],
+        "meshes": [
+            {
+                "name": "object",
+                "primitives": [
+                    {
+                        "attributes": {"POSITION": 1, "COLOR_0": 2},
+                        "indices": 0,
+                        "mode": 4,
+                        "material": 0,
+                        "extensions": {
+                            "KHR_draco_mesh_compression": {
+                                "bufferView": 0,
+                                "attributes": {"POSITION": ids[0], "COLOR_0": ids[2]},
+                            }
+                        },
+                    }
+                ],
+            }
+        ],
         "materials": [MATERIAL],
         "accessors": [
             {"componentType": 5125, "count": 3 * faces, "type": "SCALAR"},
@@ -96,8 +114,12 @@ def main() -> None:
             zipped, gzip_ms = median_ms(lambda: gzip.compress(data, 1, mtime=0), args.runs)
             paths.append(Path(folder) / f"{name}.glb")
             paths[-1].write_bytes(data)
-            report[name] = {"bytes": len(data), "encode_ms": round(encode_ms, 2), "gzip_bytes": len(zipped),
-                            "gzip_ms": round(gzip_ms, 2)}
+            report[name] = {
+                "bytes": len(data),
+                "encode_ms": round(encode_ms, 2),
+                "gzip_bytes": len(zipped),
+                "gzip_ms": round(gzip_ms, 2),
+            }
         imported = blender_import(paths, args.blender_runs)
         report["blender"] = imported["blender"]
         for name, path in zip(writers, paths):
@@ -108,15 +130,19 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, resolution {args.resolution}; "
-          f"Blender {report['blender']}")
+    print(
+        f"mesh: {report['vertices']} vertices, {report['faces']} faces, resolution {args.resolution}; "
+        f"Blender {report['blender']}"
+    )
     for name in writers:
         row = report[name]
         extra = ""
         if "max_distance_voxels" in row:
             extra = f"; vs full: {row['max_distance_voxels']:.4f} voxel, {row['max_colour_srgb_bytes']:.2f} sRGB bytes"
-        print(f"{name:8s} {row['bytes']:>9,} B encode {row['encode_ms']:6.1f} ms | gzip-1 {row['gzip_bytes']:>9,} B "
-              f"{row['gzip_ms']:6.1f} ms | Blender import {row['blender_import_ms']:7.1f} ms{extra}")
+        print(
+            f"{name:8s} {row['bytes']:>9,} B encode {row['encode_ms']:6.1f} ms | gzip-1 {row['gzip_bytes']:>9,} B "
+            f"{row['gzip_ms']:6.1f} ms | Blender import {row['blender_import_ms']:7.1f} ms{extra}"
+        )
 
 
 if __name__ == "__main__":

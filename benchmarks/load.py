@@ -34,8 +34,9 @@ class Outcome:
     detail: str = ""  # for errors: "<status> <code>"
 
 
-def one_request(url: str, body: bytes, content_type: str, params: dict[str, Any], token: str | None,
-                timeout: float) -> Outcome:
+def one_request(
+    url: str, body: bytes, content_type: str, params: dict[str, Any], token: str | None, timeout: float
+) -> Outcome:
     headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -84,8 +85,11 @@ def summarise(outcomes: list[Outcome], wall: float, requests_sent: int, concurre
         "concurrency": concurrency,
         "wall_s": round(wall, 3),
         "throughput_ok_per_s": round(len(ok) / wall, 3) if wall > 0 else None,
-        "latency_ok_s": {"p50": percentile(ok, 0.5), "p95": percentile(ok, 0.95),
-                         "mean": statistics.fmean(ok) if ok else None},
+        "latency_ok_s": {
+            "p50": percentile(ok, 0.5),
+            "p95": percentile(ok, 0.95),
+            "mean": statistics.fmean(ok) if ok else None,
+        },
         "latency_busy_s": {"p50": percentile(busy, 0.5), "p95": percentile(busy, 0.95)},
         "outcomes": counts,
         "errors": errors,
@@ -111,23 +115,31 @@ def main() -> None:
     url = args.url.rstrip("/")
     start = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:
-        outcomes = list(pool.map(
-            lambda _: one_request(url, body, content_type, params, args.token, args.timeout),
-            range(args.requests),
-        ))
+        outcomes = list(
+            pool.map(
+                lambda _: one_request(url, body, content_type, params, args.token, args.timeout),
+                range(args.requests),
+            )
+        )
     report = summarise(outcomes, time.perf_counter() - start, args.requests, args.concurrency)
     if args.json:
         print(json.dumps(report))
         return
     counts, ok_latency = report["outcomes"], report["latency_ok_s"]
-    print(f"{args.requests} requests, {args.concurrency} at a time, resolution {args.resolution}: "
-          f"{report['wall_s']:.1f} s")
+    print(
+        f"{args.requests} requests, {args.concurrency} at a time, resolution {args.resolution}: "
+        f"{report['wall_s']:.1f} s"
+    )
     by_code = f" {report['errors']}" if report["errors"] else ""
-    print(f"ok {counts['ok']}, busy {counts['busy']}, other errors {counts['error']}{by_code}, "
-          f"connection failures {counts['connection_failed']}, timeouts {counts['timeout']}")
+    print(
+        f"ok {counts['ok']}, busy {counts['busy']}, other errors {counts['error']}{by_code}, "
+        f"connection failures {counts['connection_failed']}, timeouts {counts['timeout']}"
+    )
     if counts["ok"]:
-        print(f"throughput {report['throughput_ok_per_s']:.2f} GLB/s; latency p50 {ok_latency['p50']:.2f} s, "
-              f"p95 {ok_latency['p95']:.2f} s")
+        print(
+            f"throughput {report['throughput_ok_per_s']:.2f} GLB/s; latency p50 {ok_latency['p50']:.2f} s, "
+            f"p95 {ok_latency['p95']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,11 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     policy = build_policy(args, device)
     image_path = Path(args.image)
     report: dict = {
-        "device": device_name(device), "resolution": args.resolution, "runs": args.runs,
-        "band_margin": remote.extraction.BAND_LOG_MARGIN, "coarse_stride": remote.extraction.COARSE_STRIDE,
+        "device": device_name(device),
+        "resolution": args.resolution,
+        "runs": args.runs,
+        "band_margin": remote.extraction.BAND_LOG_MARGIN,
+        "coarse_stride": remote.extraction.COARSE_STRIDE,
         "transformer_dtype": policy.matmul_dtype,
         "cuda_graph": policy.cuda_graph and device.type == "cuda",
         "fused_field": policy.fused_field and remote.triposr.fused_field.available(),
@@ -98,12 +101,14 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     report.update({f"{stage}_s": value for stage, value in ours["stages"].items()})
     report["total_s"] = ours["total_s"]
     report["peak_gpu_bytes"] = ours["peak_gpu_bytes"]
-    print("ours (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ours["stages"].items())
-          + f", total {ours['total_s'] * 1000:.1f}", flush=True)
-    result = pipeline.generate(image_path, options)
-    report["vertices"], report["faces"], report["glb_bytes"] = (
-        result.vertex_count, result.face_count, len(result.glb)
+    print(
+        "ours (ms): "
+        + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ours["stages"].items())
+        + f", total {ours['total_s'] * 1000:.1f}",
+        flush=True,
     )
+    result = pipeline.generate(image_path, options)
+    report["vertices"], report["faces"], report["glb_bytes"] = (result.vertex_count, result.face_count, len(result.glb))
     report["glb_gzip_bytes"] = len(gzip.compress(result.glb, 1, mtime=0))  # on the wire: the server's gzip level
 
     if args.profile:
@@ -136,15 +141,26 @@ def parse_args() -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="folder with config.yaml + weights, or a hub repo")
     source.add_argument("--random-weights", action="store_true", help="full-size random weights")
-    parser.add_argument("--fitted-scene", action="store_true",
-                        help="with --random-weights: fit the post-processor and field MLP so the image's "
-                             "field is a meaningful shape (image_to_3d_dev/fitted_scene.py), threshold 25")
-    parser.add_argument("--fit-sharpness", type=float, default=30.0,
-                        help="the fitted scene's log-density slope across its surface per model unit (30, "
-                             "the tests' analytic field: 0.2 per voxel at 256, a soft surface; 150: 1 per voxel)")
-    parser.add_argument("--decoder-gain", type=float, default=3.0,
-                        help="scale of the random field MLP (3: a structured field; 1: PyTorch's default "
-                             "init, a nearly flat field that reduced precision turns into rounding ties)")
+    parser.add_argument(
+        "--fitted-scene",
+        action="store_true",
+        help="with --random-weights: fit the post-processor and field MLP so the image's "
+        "field is a meaningful shape (image_to_3d_dev/fitted_scene.py), threshold 25",
+    )
+    parser.add_argument(
+        "--fit-sharpness",
+        type=float,
+        default=30.0,
+        help="the fitted scene's log-density slope across its surface per model unit (30, "
+        "the tests' analytic field: 0.2 per voxel at 256, a soft surface; 150: 1 per voxel)",
+    )
+    parser.add_argument(
+        "--decoder-gain",
+        type=float,
+        default=3.0,
+        help="scale of the random field MLP (3: a structured field; 1: PyTorch's default "
+        "init, a nearly flat field that reduced precision turns into rounding ties)",
+    )
     parser.add_argument("--image", default=str(EXAMPLES / "chair.png"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--resolution", type=int, default=256)
@@ -160,8 +176,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--coarse-stride", type=int, default=None, help="experiment: override COARSE_STRIDE")
     parser.add_argument("--no-cuda-graph", action="store_true", help="experiment: run the model pass eagerly")
     parser.add_argument("--no-fused-field", action="store_true", help="experiment: query the field with PyTorch ops")
-    parser.add_argument("--transformer-dtype", choices=("bf16", "fp16"), default=None,
-                        help="experiment: the fast path's encoder/transformer dtype (default fp16)")
+    parser.add_argument(
+        "--transformer-dtype",
+        choices=("bf16", "fp16"),
+        default=None,
+        help="experiment: the fast path's encoder/transformer dtype (default fp16)",
+    )
     parser.add_argument("--profile", action="store_true", help="print the top functions of one warm run")
     return parser.parse_args()
 
@@ -236,8 +256,13 @@ def reference_runner(model_dir: Path, device: torch.device, image_path: Path, op
             device_sync(device)()
             timings["model"] = time.perf_counter() - start
             mesh = extract_mesh(
-                model.field(scene_code), resolution=options.resolution, threshold=options.threshold,
-                method="dense", chunk_points=REFERENCE_CHUNK, timings=timings, sync=device_sync(device),
+                model.field(scene_code),
+                resolution=options.resolution,
+                threshold=options.threshold,
+                method="dense",
+                chunk_points=REFERENCE_CHUNK,
+                timings=timings,
+                sync=device_sync(device),
             )
         start = time.perf_counter()
         mesh_to_glb(mesh)
@@ -283,8 +308,10 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
 
 
 def print_table(report: dict) -> None:
-    print(f"device: {report['device']}, resolution {report['resolution']}, threshold {report['threshold']:.3g}, "
-          f"median of {report['runs']} warm runs")
+    print(
+        f"device: {report['device']}, resolution {report['resolution']}, threshold {report['threshold']:.3g}, "
+        f"median of {report['runs']} warm runs"
+    )
     print(f"model load (safetensors -> ready on device): {report['model_load_s']:.2f} s")
     header = f"{'stage':<12}{'ours (ms)':>12}"
     reference = report.get("reference_stages")
@@ -308,11 +335,15 @@ def print_table(report: dict) -> None:
         print(f"peak GPU memory (ours, weights included): {report['peak_gpu_bytes'] / 2**30:.2f} GiB")
     if report.get("reference_peak_gpu_bytes") is not None:
         print(f"peak GPU memory (reference): {report['reference_peak_gpu_bytes'] / 2**30:.2f} GiB")
-    print(f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB "
-          f"({report['glb_gzip_bytes'] / 1e6:.2f} MB gzipped)")
-    print(f"band: coarse stride {report['coarse_stride']}, log margin {report['band_margin']}; "
-          f"transformer {report['transformer_dtype']} (patch embedding, proj_in/out float32); CUDA graph {report['cuda_graph']}, "
-          f"fused field {report['fused_field']}")
+    print(
+        f"mesh: {report['vertices']} vertices, {report['faces']} faces, GLB {report['glb_bytes'] / 1e6:.2f} MB "
+        f"({report['glb_gzip_bytes'] / 1e6:.2f} MB gzipped)"
+    )
+    print(
+        f"band: coarse stride {report['coarse_stride']}, log margin {report['band_margin']}; "
+        f"transformer {report['transformer_dtype']} (patch embedding, proj_in/out float32); CUDA graph {report['cuda_graph']}, "
+        f"fused field {report['fused_field']}"
+    )
     for scene, figures in report.get("parity", {}).items():
         print_parity(scene, figures)
     if "parity" in report:
@@ -321,12 +352,14 @@ def print_table(report: dict) -> None:
 
 def print_parity(scene: str, figures: dict) -> None:
     missing, extra = figures["missing_parts"], figures["extra_parts"]
-    print(f"parity ({scene}): surface mean {figures['mean_distance_voxels']:.3f} voxel, "
-          f"p99 {figures['p99_distance_voxels']:.2f}, max {figures['max_distance_voxels']:.2f}; "
-          f"colour {figures['mean_colour_difference'] * 100:.2f}%; parts >= 1 voxel^2 missing "
-          f"{missing['visible']}, extra {extra['visible']} (specks: {missing['count']} missing, largest "
-          f"{max(missing['largest_voxels2'], default=0):.3f} voxel^2; {extra['count']} extra, largest "
-          f"{max(extra['largest_voxels2'], default=0):.3f})")
+    print(
+        f"parity ({scene}): surface mean {figures['mean_distance_voxels']:.3f} voxel, "
+        f"p99 {figures['p99_distance_voxels']:.2f}, max {figures['max_distance_voxels']:.2f}; "
+        f"colour {figures['mean_colour_difference'] * 100:.2f}%; parts >= 1 voxel^2 missing "
+        f"{missing['visible']}, extra {extra['visible']} (specks: {missing['count']} missing, largest "
+        f"{max(missing['largest_voxels2'], default=0):.3f} voxel^2; {extra['count']} extra, largest "
+        f"{max(extra['largest_voxels2'], default=0):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -37,30 +37,47 @@ def main() -> None:
     for name, data in preprocess_images().items():
         picture, decode_ms = median_ms(lambda: load_image(data), args.runs, sync=sync)
         cpu, cpu_ms = median_ms(
-            lambda: torch.from_numpy(prepare_image(picture, foreground_ratio=args.ratio)).to(device), args.runs, sync=sync
+            lambda: torch.from_numpy(prepare_image(picture, foreground_ratio=args.ratio)).to(device),
+            args.runs,
+            sync=sync,
         )
         with torch.inference_mode():
             gpu, gpu_ms = median_ms(
                 lambda: prepare_image_tensor(picture, device=device, foreground_ratio=args.ratio), args.runs, sync=sync
             )
-        rows.append({
-            "image": name, "size": list(picture.size), "png_bytes": len(data), "decode_ms": round(decode_ms, 3),
-            "cpu_preprocess_ms": round(cpu_ms, 3), "device_preprocess_ms": round(gpu_ms, 3),
-            "cpu_total_ms": round(decode_ms + cpu_ms, 3), "device_total_ms": round(decode_ms + gpu_ms, 3),
-            "max_difference": float((cpu - gpu).abs().max()),
-        })
-    report = {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "images": rows}
+        rows.append(
+            {
+                "image": name,
+                "size": list(picture.size),
+                "png_bytes": len(data),
+                "decode_ms": round(decode_ms, 3),
+                "cpu_preprocess_ms": round(cpu_ms, 3),
+                "device_preprocess_ms": round(gpu_ms, 3),
+                "cpu_total_ms": round(decode_ms + cpu_ms, 3),
+                "device_total_ms": round(decode_ms + gpu_ms, 3),
+                "max_difference": float((cpu - gpu).abs().max()),
+            }
+        )
+    report = {
+        "device": str(device),
+        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "images": rows,
+    }
     if args.json:
         print(json.dumps(report))
         return
     print(f"{report['name']} (torch {report['torch']}), median of {args.runs} warm runs, ms")
-    print(f"{'image':28s} {'size':>11s} {'decode':>8s} {'cpu prep':>9s} {'dev prep':>9s} {'cpu tot':>8s} {'dev tot':>8s} {'max diff':>9s}")
+    print(
+        f"{'image':28s} {'size':>11s} {'decode':>8s} {'cpu prep':>9s} {'dev prep':>9s} {'cpu tot':>8s} {'dev tot':>8s} {'max diff':>9s}"
+    )
     for row in rows:
         size = "x".join(map(str, row["size"]))
-        print(f"{row['image']:28s} {size:>11s} {row['decode_ms']:8.2f} {row['cpu_preprocess_ms']:9.2f} "
-              f"{row['device_preprocess_ms']:9.2f} {row['cpu_total_ms']:8.2f} {row['device_total_ms']:8.2f} "
-              f"{row['max_difference']:9.2e}")
+        print(
+            f"{row['image']:28s} {size:>11s} {row['decode_ms']:8.2f} {row['cpu_preprocess_ms']:9.2f} "
+            f"{row['device_preprocess_ms']:9.2f} {row['cpu_total_ms']:8.2f} {row['device_total_ms']:8.2f} "
+            f"{row['max_difference']:9.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -117,8 +117,11 @@ class Soak:
         return connection
 
     def head(self, length: int | None, content_type: str = "image/png", chunked: bool = False) -> bytes:
-        lines = [f"POST /v1/generate?resolution={self.resolution} HTTP/1.1", "Host: 127.0.0.1",
-                 f"Content-Type: {content_type}"]
+        lines = [
+            f"POST /v1/generate?resolution={self.resolution} HTTP/1.1",
+            "Host: 127.0.0.1",
+            f"Content-Type: {content_type}",
+        ]
         lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -150,8 +153,13 @@ class Soak:
             body, content_type = self.images[name]
             started = time.monotonic()
             try:
-                response = requests.post(self.url + "/v1/generate", params={"resolution": self.resolution},
-                                         data=body, headers={"Content-Type": content_type}, timeout=CLIENT_TIMEOUT_S)
+                response = requests.post(
+                    self.url + "/v1/generate",
+                    params={"resolution": self.resolution},
+                    data=body,
+                    headers={"Content-Type": content_type},
+                    timeout=CLIENT_TIMEOUT_S,
+                )
             except requests.RequestException as error:
                 self.tally.add("valid", f"lost ({type(error).__name__})")
                 continue
@@ -250,7 +258,8 @@ class Soak:
     def run(self, mix: dict[str, int]) -> None:
         threads = [
             threading.Thread(target=getattr(self, name.replace("-", "_")), args=(index,), daemon=True)
-            for name, count in mix.items() for index in range(count)
+            for name, count in mix.items()
+            for index in range(count)
         ]
         for thread in threads:
             thread.start()
@@ -284,11 +293,28 @@ def start_server(workdir: Path, model: str, device: str) -> tuple[subprocess.Pop
     onnx = build_tiny_u2net(workdir / "tiny_u2net.onnx")
     port = _free_port()
     log_path = workdir / "server.log"
-    command = [sys.executable, "-m", "remote.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--model", model, "--device", device, "--rembg-model", str(onnx), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "remote.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        model,
+        "--device",
+        device,
+        "--rembg-model",
+        str(onnx),
+        "--log-level",
+        "warning",
+    ]
     environment = {k: v for k, v in os.environ.items() if k != "IMAGE_TO_3D_TOKEN"}
-    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=open(log_path, "wb"),
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
@@ -322,16 +348,29 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     duration = min(max(args.duration, 1.0), 1800.0)
-    mix = {"valid": 4, "slow": 1, "stalled": 3, "half-header": 3, "abandoned": 1, "oversized": 2,
-           "non-reader": 1, "health": 1}
+    mix = {
+        "valid": 4,
+        "slow": 1,
+        "stalled": 3,
+        "half-header": 3,
+        "abandoned": 1,
+        "oversized": 2,
+        "non-reader": 1,
+        "health": 1,
+    }
 
     with tempfile.TemporaryDirectory(prefix="soak-") as folder:
         process, url, log_path = start_server(Path(folder), args.model, args.device)
         try:
             soak = Soak(url, duration, args.max_requests, args.resolution)
             for body, content_type in soak.images.values():  # one of each first: the job's own working set
-                requests.post(url + "/v1/generate", params={"resolution": args.resolution}, data=body,
-                              headers={"Content-Type": content_type}, timeout=CLIENT_TIMEOUT_S)
+                requests.post(
+                    url + "/v1/generate",
+                    params={"resolution": args.resolution},
+                    data=body,
+                    headers={"Content-Type": content_type},
+                    timeout=CLIENT_TIMEOUT_S,
+                )
             warm = _memory(process.pid, "VmHWM")
             started = time.monotonic()
             soak.run(mix)

@@ -121,9 +121,12 @@ def run_scene(args: argparse.Namespace, scene: str, pipeline: Pipeline | None, d
         figures: dict = {}
         for image_format in args.formats:
             figures[image_format] = time_bake(args, mesh, field, size, image_format, device, sync)
-            print(f"  {size} {image_format}: " + ", ".join(
-                f"{k} {v * 1000:.1f} ms" for k, v in figures[image_format]["stages"].items()
-            ) + f", {figures[image_format]['glb_bytes'] / 1e6:.2f} MB", flush=True)
+            print(
+                f"  {size} {image_format}: "
+                + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in figures[image_format]["stages"].items())
+                + f", {figures[image_format]['glb_bytes'] / 1e6:.2f} MB",
+                flush=True,
+            )
         figures["unwrap_parts_ms"] = unwrap_parts(args, mesh, field, size, sync)
         print(f"  {size} unwrap parts (ms): {figures['unwrap_parts_ms']}", flush=True)
         figures["quality"] = quality(mesh, field, size, args.formats)
@@ -286,10 +289,14 @@ def print_table(report: dict) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", nargs="+", choices=("random", "fitted", "analytic", "froth"),
-                        default=["random", "fitted"],
-                        help="analytic: devtools/image_to_3d_dev/analytic_field.py itself, no model (sharp colour edges); "
-                        "froth: random plane waves, no model (fragmented like random weights)")
+    parser.add_argument(
+        "--scenes",
+        nargs="+",
+        choices=("random", "fitted", "analytic", "froth"),
+        default=["random", "fitted"],
+        help="analytic: devtools/image_to_3d_dev/analytic_field.py itself, no model (sharp colour edges); "
+        "froth: random plane waves, no model (fragmented like random weights)",
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 512, 2048])
     parser.add_argument("--formats", nargs="+", choices=("jpeg", "png"), default=["jpeg", "png"])
     parser.add_argument("--image", default=str(EXAMPLES / "chair.png"))

@@ -19,18 +19,18 @@ import bpy  # noqa: E402
 from . import history_ui, operators, panel, preferences, properties  # noqa: E402
 
 CLASSES = (
-        preferences.ImageTo3DPreferences,
-        properties.ImageTo3DSettings,
-        properties.ImageTo3DHistoryEntry,
-        properties.ImageTo3DHistory,
-        operators.IMAGE_TO_3D_OT_generate,
-        operators.IMAGE_TO_3D_OT_cancel,
-        operators.IMAGE_TO_3D_OT_test_connection,
-        operators.IMAGE_TO_3D_OT_history_import,
-        operators.IMAGE_TO_3D_OT_history_delete,
-        panel.IMAGE_TO_3D_UL_history,
-        panel.VIEW3D_PT_image_to_3d,
-        panel.VIEW3D_PT_image_to_3d_history,
+    preferences.ImageTo3DPreferences,
+    properties.ImageTo3DSettings,
+    properties.ImageTo3DHistoryEntry,
+    properties.ImageTo3DHistory,
+    operators.IMAGE_TO_3D_OT_generate,
+    operators.IMAGE_TO_3D_OT_cancel,
+    operators.IMAGE_TO_3D_OT_test_connection,
+    operators.IMAGE_TO_3D_OT_history_import,
+    operators.IMAGE_TO_3D_OT_history_delete,
+    panel.IMAGE_TO_3D_UL_history,
+    panel.VIEW3D_PT_image_to_3d,
+    panel.VIEW3D_PT_image_to_3d_history,
 )
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
 _STATE = {"active": False}  # False: another install of this add-on (extension or legacy) holds the names
@@ -38,8 +38,10 @@ _STATE = {"active": False}  # False: another install of this add-on (extension o
 
 def register() -> None:
     if hasattr(bpy.types.Scene, "image_to_3d"):
-        print("Image to 3D is already enabled from its other install (extension or legacy); this one stays "
-              "idle until that one is disabled. Keep one of them.")
+        print(
+            "Image to 3D is already enabled from its other install (extension or legacy); this one stays "
+            "idle until that one is disabled. Keep one of them."
+        )
         return
     _register_classes()
     setattr(bpy.types.Scene, "image_to_3d", bpy.props.PointerProperty(type=properties.ImageTo3DSettings))

@@ -162,9 +162,7 @@ def _close_on_cancel(request: Any, cancel: threading.Event, finished: threading.
 class Client:
     """Talks to one endpoint; `timeout` (seconds) bounds a whole generate call, retries included."""
 
-    def __init__(
-        self, endpoint: str, token: str = "", timeout: float = 300.0, compress: bool | None = None
-    ) -> None:
+    def __init__(self, endpoint: str, token: str = "", timeout: float = 300.0, compress: bool | None = None) -> None:
         endpoint = normalize_endpoint(endpoint)
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -209,7 +207,10 @@ class Client:
         running the model: 401 means refused, anything else (400 empty image, 503 loading) accepted.
         """
         status, headers, body = self._request(
-            "POST", "/v1/generate", body=b"", timeout=min(self.timeout, HEALTH_TIMEOUT_S),
+            "POST",
+            "/v1/generate",
+            body=b"",
+            timeout=min(self.timeout, HEALTH_TIMEOUT_S),
             headers={"Content-Type": "image/png"},
         )
         if status == 401:
@@ -221,20 +222,28 @@ class Client:
         status = str(health.get("status"))
         where = f"{health.get('model')} on {health.get('device')}, server {health.get('version')}"
         if status == "error":
-            return ConnectionReport(False, status, (
-                f"Connected, but the server's model failed to load: {health.get('error')}. "
-                "Check the server's log and restart it."
-            ))
+            return ConnectionReport(
+                False,
+                status,
+                (
+                    f"Connected, but the server's model failed to load: {health.get('error')}. "
+                    "Check the server's log and restart it."
+                ),
+            )
         if health.get("auth_required") or self.token:
             self.check_token()  # raises with what to do when missing or refused
         token = "token accepted" if health.get("auth_required") else "no token needed"
         if status == "ready":
             return ConnectionReport(True, status, f"Connected: ready ({where}; {token}).")
         if status == "loading":
-            return ConnectionReport(True, status, (
-                f"Connected: the GPU is warming up and the model is loading ({where}; {token}). "
-                "Generating now waits until it is ready."
-            ))
+            return ConnectionReport(
+                True,
+                status,
+                (
+                    f"Connected: the GPU is warming up and the model is loading ({where}; {token}). "
+                    "Generating now waits until it is ready."
+                ),
+            )
         return ConnectionReport(False, status, f"Connected, but the server reports '{status}' ({where}).")
 
     def generate(
@@ -257,8 +266,12 @@ class Client:
             upload = _Upload(image, report, cancel)
             try:
                 status, headers, body = self._request(
-                    "POST", f"/v1/generate?{query}", body=upload,
-                    timeout=max(1.0, deadline - time.monotonic()), cancel=cancel, progress=report,
+                    "POST",
+                    f"/v1/generate?{query}",
+                    body=upload,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    cancel=cancel,
+                    progress=report,
                     headers={"Content-Type": content_type, "Content-Length": str(len(image))},
                 )
             except ClientError as error:
@@ -353,7 +366,10 @@ class Client:
         sent (with Expect: 100-continue, so the server answers at once); None if it does not say."""
         try:
             status, _, body = self._request(
-                "POST", "/v1/generate", body=b"", timeout=10.0,
+                "POST",
+                "/v1/generate",
+                body=b"",
+                timeout=10.0,
                 headers={"Content-Type": content_type, "Content-Length": str(size), "Expect": "100-continue"},
             )
         except ClientError:

@@ -37,8 +37,11 @@ def summary(record: dict[str, Any]) -> str:
     when = str(record.get("date", ""))[:16].replace("T", " ")
     faces = record.get("faces")
     resolution = record.get("settings", {}).get("resolution")
-    return " · ".join(part for part in (when, f"{faces:,} faces" if faces else "",
-                                         f"resolution {resolution}" if resolution else "") if part)
+    return " · ".join(
+        part
+        for part in (when, f"{faces:,} faces" if faces else "", f"resolution {resolution}" if resolution else "")
+        if part
+    )
 
 
 def sync(window_manager: bpy.types.WindowManager | None) -> None:

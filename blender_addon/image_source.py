@@ -156,9 +156,7 @@ def _from_image(context: bpy.types.Context, choice: SourceChoice, image: bpy.typ
             "Image Editor, save it (Image > Save As) and choose the saved file."
         )
     if image.source == "TILED":
-        raise NoImageError(
-            f"'{image.name}' is a UDIM tiled image; choose one tile's file in the Image to 3D panel."
-        )
+        raise NoImageError(f"'{image.name}' is a UDIM tiled image; choose one tile's file in the Image to 3D panel.")
     if image.source == "SEQUENCE":
         frame = _sequence_frame(context, choice)
         path = _frame_path(bpy.path.abspath(image.filepath, library=image.library), frame)

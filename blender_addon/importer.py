@@ -161,7 +161,11 @@ def _images_used(obj: bpy.types.Object) -> list[bpy.types.Image]:
     images = []
     for slot in obj.material_slots:
         if slot.material and slot.material.node_tree:
-            images += [n.image for n in slot.material.node_tree.nodes if isinstance(n, bpy.types.ShaderNodeTexImage) and n.image]
+            images += [
+                n.image
+                for n in slot.material.node_tree.nodes
+                if isinstance(n, bpy.types.ShaderNodeTexImage) and n.image
+            ]
     return images
 
 

@@ -59,8 +59,9 @@ def panel_words(message: str) -> str:
 class GenerateJob:
     """One image's request: the worker thread writes `stage`, `fraction`, `result`, `error`, `sent`."""
 
-    def __init__(self, client: Client, source: SourceImage, options: dict[str, object],
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self, client: Client, source: SourceImage, options: dict[str, object], cancel: threading.Event | None = None
+    ) -> None:
         self.client = client
         self.source = source
         self.options = options
@@ -137,8 +138,9 @@ class Batch:
         if not choices:
             raise no_image_error(context)
         settings = context.scene.image_to_3d
-        return cls(make_client(context), choices, request_options(settings), settings.placement,
-                   settings.height, wait=wait)
+        return cls(
+            make_client(context), choices, request_options(settings), settings.placement, settings.height, wait=wait
+        )
 
     @property
     def several(self) -> bool:
@@ -232,7 +234,8 @@ def _placement(context: bpy.types.Context, batch: Batch, source: SourceImage) ->
     if empty is not None:
         width = empty.empty_display_size * max(empty.matrix_world.to_scale())
         placement.at = empty.matrix_world.translation + empty.matrix_world.to_3x3().normalized() @ Vector(
-            (width / 2 + BATCH_GAP, 0.0, 0.0))
+            (width / 2 + BATCH_GAP, 0.0, 0.0)
+        )
         return placement
     cursor = context.scene.cursor.location
     x = cursor.x if batch.row_x is None else batch.row_x
@@ -272,8 +275,11 @@ def _record(job: GenerateJob, batch: Batch) -> dict[str, Any]:
     return {
         "name": job.source.name,
         "source": job.source.label + (f", {job.source.note}" if job.source.note else ""),
-        "settings": {**{k: v for k, v in batch.options.items() if v is not None},
-                     "placement": batch.placement, "height_m": batch.height_m},
+        "settings": {
+            **{k: v for k, v in batch.options.items() if v is not None},
+            "placement": batch.placement,
+            "height_m": batch.height_m,
+        },
         "request_id": result.request_id or "",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "vertices": result.vertices,
@@ -294,7 +300,9 @@ def _ending(batch: Batch, cancelled: bool) -> Outcome:
         note = f" from {job.source.label}" if job and batch.choices[0].kind == "reference" else ""
         faces = _faces(batch.made[0]) if batch.made else 0
         extra = f"; {job.source.note} was used" if job and job.source.note else ""
-        return Outcome({"FINISHED"}, "INFO", f"Created '{batch.made[0]}'{note} ({faces:,} faces) in {elapsed:.1f} s{extra}.")
+        return Outcome(
+            {"FINISHED"}, "INFO", f"Created '{batch.made[0]}'{note} ({faces:,} faces) in {elapsed:.1f} s{extra}."
+        )
     total = len(batch.choices)
     text = f"Made {len(batch.made)} of {total} in {elapsed:.0f} s"
     if cancelled:

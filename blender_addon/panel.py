@@ -75,9 +75,18 @@ class VIEW3D_PT_image_to_3d(bpy.types.Panel):
 
 
 class IMAGE_TO_3D_UL_history(bpy.types.UIList):
-    def draw_item(self, context: bpy.types.Context | None, layout: bpy.types.UILayout, data: object | None,
-                  item: object | None, icon: int | None, active_data: object, active_property: str | None,
-                  index: int | None = 0, flt_flag: int | None = 0) -> None:
+    def draw_item(
+        self,
+        context: bpy.types.Context | None,
+        layout: bpy.types.UILayout,
+        data: object | None,
+        item: object | None,
+        icon: int | None,
+        active_data: object,
+        active_property: str | None,
+        index: int | None = 0,
+        flt_flag: int | None = 0,
+    ) -> None:
         entry = item
         row = layout.row(align=True)
         row.label(text=getattr(entry, "name", ""), icon_value=getattr(entry, "icon_id", 0) or 0)

@@ -151,8 +151,7 @@ def _no_surface_error(volume: torch.Tensor, threshold: float) -> NoForegroundErr
     """Nothing crosses the threshold: say which way to move it."""
     if bool((volume >= threshold).all()):
         return NoForegroundError(
-            "The density is above the threshold everywhere in the cube, so there is no surface; "
-            "raise the threshold."
+            "The density is above the threshold everywhere in the cube, so there is no surface; raise the threshold."
         )
     return NoForegroundError(
         "The model found no object at this threshold; lower the threshold (for example 10) "
@@ -184,7 +183,11 @@ def dense_density(
 
 
 def band_density(
-    field: Field, resolution: int, radius: float, threshold: float, chunk_points: int,
+    field: Field,
+    resolution: int,
+    radius: float,
+    threshold: float,
+    chunk_points: int,
     check: Callable[[], None] = _no_check,
 ) -> torch.Tensor:
     """Grid densities exact near the surface, interpolated from a coarse grid elsewhere."""
@@ -204,18 +207,21 @@ def band_density(
         # the band's interpolation and index bookkeeping, which would then cost more than it saves.
         logger.debug("band: %.1f%% of the coarse cells active; querying the dense grid", 100 * share)
         return dense_density(field, resolution, radius, chunk_points, check)
-    volume = F.interpolate(
-        coarse[None, None], size=(resolution,) * 3, mode="trilinear", align_corners=True
-    )[0, 0]
+    volume = F.interpolate(coarse[None, None], size=(resolution,) * 3, mode="trilinear", align_corners=True)[0, 0]
 
     # Every fine grid point belongs to the coarse cell below it (the last point to the last cell).
     cells = coarse_size - 1
     fine_to_cell = (
-        torch.arange(resolution, device=device, dtype=torch.float64) * cells / (resolution - 1)
-    ).floor().long().clamp_max(cells - 1)
+        (torch.arange(resolution, device=device, dtype=torch.float64) * cells / (resolution - 1))
+        .floor()
+        .long()
+        .clamp_max(cells - 1)
+    )
     mask = active[fine_to_cell][:, fine_to_cell][:, :, fine_to_cell]
     flat = mask.flatten().nonzero().squeeze(1)
-    logger.debug("band: %d of %d grid points evaluated (%.1f%%)", len(flat), mask.numel(), 100 * len(flat) / mask.numel())
+    logger.debug(
+        "band: %d of %d grid points evaluated (%.1f%%)", len(flat), mask.numel(), 100 * len(flat) / mask.numel()
+    )
     axis = grid_axis(resolution, radius, device)
     volume = volume.flatten()
     for chunk in flat.split(chunk_points):

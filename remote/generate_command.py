@@ -39,9 +39,7 @@ def output_paths(images: list[Path], output: Path) -> list[Path]:
             raise InvalidOptionError(f"the output file must end in .glb (got {output}).")
         return [output]
     if output.exists() and not output.is_dir():
-        raise InvalidOptionError(
-            f"{output} is a file; for several images give a folder for -o/--output."
-        )
+        raise InvalidOptionError(f"{output} is a file; for several images give a folder for -o/--output.")
     stems = [image.stem for image in images]
     if len(set(stems)) != len(stems):
         raise InvalidOptionError(
@@ -69,7 +67,9 @@ def run_generate(args: argparse.Namespace) -> int:
     targets = output_paths(images, args.output)
 
     pipeline = Pipeline.load(
-        model=args.model, device=args.device, rembg_model_path=args.rembg_model,
+        model=args.model,
+        device=args.device,
+        rembg_model_path=args.rembg_model,
         precision=args.precision,
     )
     stages = STAGES[:-1] + TEXTURE_STAGES + STAGES[-1:] if options.texture_size else STAGES  # "glb" last

@@ -156,8 +156,9 @@ def _buffer_views(layout: Layout) -> tuple[list[dict[str, Any]], int]:
 def _typed_arrays(binary: np.ndarray, layout: Layout, views: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Writable (count, components) views of `binary`, one per layout entry."""
     return {
-        name: np.frombuffer(binary, COMPONENT_DTYPES[component_type], items * COMPONENTS[kind], view["byteOffset"])
-        .reshape(items, COMPONENTS[kind])
+        name: np.frombuffer(
+            binary, COMPONENT_DTYPES[component_type], items * COMPONENTS[kind], view["byteOffset"]
+        ).reshape(items, COMPONENTS[kind])
         for (name, items, kind, component_type, _), view in zip(layout, views)
     }
 
@@ -187,8 +188,14 @@ def _position_accessors(layout: Layout, positions: np.ndarray) -> list[dict[str,
     return accessors
 
 
-def _gltf(layout: Layout, accessors: list[dict[str, Any]], views: list[dict[str, Any]], size: int,
-          material: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _gltf(
+    layout: Layout,
+    accessors: list[dict[str, Any]],
+    views: list[dict[str, Any]],
+    size: int,
+    material: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
     """The JSON of a one-node, one-mesh, one-primitive file."""
     primitive = {
         "attributes": {name: index for index, (name, *_) in enumerate(layout) if name != "indices"},
@@ -281,7 +288,11 @@ def textured_mesh_to_glb(mesh: "TexturedMesh", *, normals: bool = False) -> byte
     binary[offset : offset + len(mesh.image)] = np.frombuffer(mesh.image, dtype=np.uint8)
 
     gltf = _gltf(
-        layout, _position_accessors(layout, arrays["POSITION"]), views, len(binary), TEXTURE_MATERIAL,
+        layout,
+        _position_accessors(layout, arrays["POSITION"]),
+        views,
+        len(binary),
+        TEXTURE_MATERIAL,
         textures=[{"sampler": 0, "source": 0}],
         samplers=[TEXTURE_SAMPLER],
         images=[{"name": "texture", "bufferView": len(layout), "mimeType": mesh.mime_type}],
@@ -406,8 +417,15 @@ def compact_mesh_to_glb(mesh: Mesh, grid: tuple[int, float] | None = None) -> by
     accessors = [
         {"bufferView": 0, "componentType": GLTF_UNSIGNED_INT, "count": 3 * len(faces), "type": "SCALAR"},
         # min/max are the stored integers: `normalized` does not apply to them (glTF 2.0, accessor.min)
-        {"bufferView": 1, "componentType": GLTF_SHORT, "normalized": True, "count": count, "type": "VEC3",
-         "min": q_low, "max": q_high},
+        {
+            "bufferView": 1,
+            "componentType": GLTF_SHORT,
+            "normalized": True,
+            "count": count,
+            "type": "VEC3",
+            "min": q_low,
+            "max": q_high,
+        },
         {"bufferView": 2, "componentType": GLTF_UNSIGNED_SHORT, "normalized": True, "count": count, "type": "VEC4"},
     ]
     primitive = {"attributes": {"POSITION": 1, "COLOR_0": 2}, "indices": 0, "mode": GLTF_TRIANGLES, "material": 0}

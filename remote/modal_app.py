@@ -115,8 +115,7 @@ def build_image(requirements: Path) -> modal.Image:
     return (
         image.run_commands(check_onnxruntime)
         .add_local_file(REPO_ROOT / "scripts" / PATCH_SCRIPT, f"{BUILD_SRC_DIR}/{PATCH_SCRIPT}", copy=True)
-        .env({"CUDA_HOME": "/usr/local/cuda", "TORCH_CUDA_ARCH_LIST": archs,
-              "CUDAARCHS": archs.replace(".", "")})
+        .env({"CUDA_HOME": "/usr/local/cuda", "TORCH_CUDA_ARCH_LIST": archs, "CUDAARCHS": archs.replace(".", "")})
         .run_commands(
             f"git clone {TORCHMCUBES_REPO} {torchmcubes_src} && git -C {torchmcubes_src} checkout {TORCHMCUBES_COMMIT}",
             f"bash {BUILD_SRC_DIR}/{PATCH_SCRIPT} {torchmcubes_src}",  # C++17 -> 20: torch 2.15 needs it
@@ -124,9 +123,14 @@ def build_image(requirements: Path) -> modal.Image:
             check_cuda_build,
             f"rm -rf {torchmcubes_src}",
         )
-        .env({"U2NET_HOME": WEIGHTS_DIR, "HF_HUB_OFFLINE": "1",  # nothing downloads in a container
-              "TRITON_CACHE_DIR": TRITON_CACHE_DIR,
-              environment.VERSION: PACKAGE_VERSION})  # /v1/health's version: the source is not pip-installed
+        .env(
+            {
+                "U2NET_HOME": WEIGHTS_DIR,
+                "HF_HUB_OFFLINE": "1",  # nothing downloads in a container
+                "TRITON_CACHE_DIR": TRITON_CACHE_DIR,
+                environment.VERSION: PACKAGE_VERSION,
+            }
+        )  # /v1/health's version: the source is not pip-installed
         .add_local_python_source("remote", ignore=SOURCE_IGNORE)
     )
 
@@ -192,8 +196,11 @@ class Service:
         except Exception:
             log.exception("the model failed to load; this container leaves service")
             raise
-        log.info("model ready: %s; start-up %s", self.pipeline.info,
-                 ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in self.times.phases.items()))
+        log.info(
+            "model ready: %s; start-up %s",
+            self.pipeline.info,
+            ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in self.times.phases.items()),
+        )
 
     def _finish_on_gpu(self) -> Pipeline:
         from remote import warm_start
@@ -205,8 +212,13 @@ class Service:
         if model is None:
             raise RuntimeError("the snapshot holds no model: load_before_snapshot did not run")
         pipeline = warm_start.finish_on_device(
-            model, device="cuda", rembg_model_path=U2NET_PATH, model_source=TRIPOSR_REPO,
-            revision=TRIPOSR_REVISION, max_pixels=settings.max_pixels, precision=settings.precision,
+            model,
+            device="cuda",
+            rembg_model_path=U2NET_PATH,
+            model_source=TRIPOSR_REPO,
+            revision=TRIPOSR_REVISION,
+            max_pixels=settings.max_pixels,
+            precision=settings.precision,
             times=self.times,
         )
         try:  # the Triton kernel compiled by the warm-up, for the next container; only a speed-up

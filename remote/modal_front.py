@@ -109,9 +109,7 @@ def _wait(call: GpuCall, cancelled: Cancelled) -> GenerateResult:
                 raise JobCancelledError("The client closed the connection; its GPU job was cancelled.") from None
 
 
-def create_front_app(
-    spawn: Spawn, settings: ServerSettings | None = None, *, gpu_name: str = "cuda"
-) -> FastAPI:
+def create_front_app(spawn: Spawn, settings: ServerSettings | None = None, *, gpu_name: str = "cuda") -> FastAPI:
     """The API of `remote.server.app` around a GpuRunner; the token rule applies as everywhere."""
     from remote.weights_cache import TRIPOSR_REPO, TRIPOSR_REVISION
 

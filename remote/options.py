@@ -106,33 +106,54 @@ def _number(value: float | None) -> str:
 
 OPTIONS: tuple[Option, ...] = (
     Option(
-        "resolution", int, 256, help="marching-cubes grid size",
+        "resolution",
+        int,
+        256,
+        help="marching-cubes grid size",
         meaning="marching-cubes grid size (higher: finer mesh, more time and memory)",
-        minimum=32, maximum=512,
+        minimum=32,
+        maximum=512,
     ),
     Option(
-        "threshold", float, 25.0, help="density at the surface",
+        "threshold",
+        float,
+        25.0,
+        help="density at the surface",
         meaning="density at the surface (upstream's value)",
         above=0,
     ),
     Option(
-        "foreground_ratio", float, 0.85, help="share of the image side the object spans",
+        "foreground_ratio",
+        float,
+        0.85,
+        help="share of the image side the object spans",
         meaning="share of the image side the object spans after cropping",
-        minimum=0.5, maximum=1.0,
+        minimum=0.5,
+        maximum=1.0,
     ),
     Option(
-        "remove_background", str, "auto",
+        "remove_background",
+        str,
+        "auto",
         help="auto: images with transparency keep it, others go through rembg",
         meaning="`auto`: images with transparency keep it, others go through rembg",
         choices=("auto", "always", "never"),
     ),
     Option(
-        "target_faces", int, None, help="decimate to about N faces",
+        "target_faces",
+        int,
+        None,
+        help="decimate to about N faces",
         meaning="decimate to about this many faces",
-        minimum=100, maximum=10_000_000, optional=True,
+        minimum=100,
+        maximum=10_000_000,
+        optional=True,
     ),
     Option(
-        "texture_size", int, 0, help="0: vertex colours; 512, 1024 or 2048: a UV-mapped texture of that side (JPEG)",
+        "texture_size",
+        int,
+        0,
+        help="0: vertex colours; 512, 1024 or 2048: a UV-mapped texture of that side (JPEG)",
         meaning="0: vertex colours (`COLOR_0`); 512, 1024 or 2048: a UV-mapped texture of that side (JPEG) instead",
         choices=(0, 512, 1024, 2048),
     ),
@@ -189,8 +210,9 @@ def entrypoint_signature(*leading: inspect.Parameter) -> inspect.Signature:
     """The signature of a function that takes `leading`, then every option by name with its
     default (what Modal's `local_entrypoint` turns into `--flag` arguments)."""
     parameters = list(leading) + [
-        inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option.default,
-                          annotation=option.annotation)
+        inspect.Parameter(
+            option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option.default, annotation=option.annotation
+        )
         for option in OPTIONS
     ]
     return inspect.Signature(parameters, return_annotation=None)

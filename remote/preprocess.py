@@ -344,15 +344,18 @@ def frame_bounds(bounds: tuple[int, int, int, int] | None, foreground_ratio: flo
     top_row, bottom_row, left_col, right_col = bounds
     height, width = bottom_row - top_row, right_col - left_col
     if height == 0 or width == 0:
-        raise NoForegroundError(
-            "The object is a single row or column of pixels; use an image with a larger subject."
-        )
+        raise NoForegroundError("The object is a single row or column of pixels; use an image with a larger subject.")
     square = max(height, width)
     side = int(square / foreground_ratio)
     margin = (side - square) // 2
     return Framing(
-        top_row, bottom_row, left_col, right_col,
-        side=side, top=(square - height) // 2 + margin, left=(square - width) // 2 + margin,
+        top_row,
+        bottom_row,
+        left_col,
+        right_col,
+        side=side,
+        top=(square - height) // 2 + margin,
+        left=(square - width) // 2 + margin,
     )
 
 

@@ -57,7 +57,9 @@ def prepare_image_tensor(
     return prepare_rgba_tensor(rgba, foreground_ratio=foreground_ratio, size=size)
 
 
-def prepare_rgba_tensor(rgba: torch.Tensor, *, foreground_ratio: float = 0.85, size: int = MODEL_INPUT_SIDE) -> torch.Tensor:
+def prepare_rgba_tensor(
+    rgba: torch.Tensor, *, foreground_ratio: float = 0.85, size: int = MODEL_INPUT_SIDE
+) -> torch.Tensor:
     """uint8 (H, W, 4) cut-out on any device -> float32 (size, size, 3) model input on that device."""
     if rgba.dtype != torch.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
         raise ValueError(f"expected uint8 (H, W, 4), got {rgba.dtype} {tuple(rgba.shape)}")

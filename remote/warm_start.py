@@ -102,12 +102,15 @@ def file_backed_tensors(model: torch.nn.Module) -> list[str]:
                 start, end = (int(part, 16) for part in fields[0].split("-"))
                 ranges.append((start, end))
     tensors = [*model.named_parameters(), *model.named_buffers()]
-    return [name for name, tensor in tensors
-            if tensor.numel() and any(start <= tensor.data_ptr() < end for start, end in ranges)]
+    return [
+        name
+        for name, tensor in tensors
+        if tensor.numel() and any(start <= tensor.data_ptr() < end for start, end in ranges)
+    ]
 
 
 def background_removal_device(remover: BackgroundRemover) -> str:
-    """"cuda" when ONNX Runtime runs rembg's session with its CUDA provider, else "cpu"."""
+    """ "cuda" when ONNX Runtime runs rembg's session with its CUDA provider, else "cpu"."""
     providers = remover.session().inner_session.get_providers()
     return "cuda" if providers and providers[0] == CUDA_PROVIDER else "cpu"
 

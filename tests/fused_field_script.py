@@ -47,9 +47,11 @@ def main() -> None:
             "vertices": [len(plain_mesh.vertices), len(fused_mesh.vertices)],
             "faces": [len(plain_mesh.faces), len(fused_mesh.faces)],
             "max_vertex_difference": float(np.abs(plain_mesh.vertices - fused_mesh.vertices).max())
-            if plain_mesh.vertices.shape == fused_mesh.vertices.shape else None,
+            if plain_mesh.vertices.shape == fused_mesh.vertices.shape
+            else None,
             "max_colour_difference": float(np.abs(plain_mesh.colors - fused_mesh.colors).max())
-            if plain_mesh.colors.shape == fused_mesh.colors.shape else None,
+            if plain_mesh.colors.shape == fused_mesh.colors.shape
+            else None,
         }
 
         fast = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
@@ -66,7 +68,8 @@ def main() -> None:
         strict_kernel = FusedField(strict, tolerance=0.0)
         strict_field = strict.field(strict(images)[0], strict_kernel)
         report["disagreeing_kernel"] = {
-            "dispatched": strict_field.fused is not None, "enabled": strict_kernel.enabled,
+            "dispatched": strict_field.fused is not None,
+            "enabled": strict_kernel.enabled,
         }
         # A kernel that cannot run (here: it raises) is switched off too, and the query still answers.
         failing = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
@@ -75,7 +78,8 @@ def main() -> None:
         failing_field = failing.field(failing(images)[0], failing_kernel)
         answer, _ = failing_field.query(points[:10])
         report["failing_kernel"] = {
-            "dispatched": failing_field.fused is not None, "enabled": failing_kernel.enabled,
+            "dispatched": failing_field.fused is not None,
+            "enabled": failing_kernel.enabled,
             "answers": bool(torch.isfinite(answer).all()),
         }
     print(json.dumps(report))

@@ -96,8 +96,18 @@ def live_server(
     """
     port = free_port()
     command = [
-        sys.executable, "-m", "remote.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--model", str(TINY_MODEL), "--device", "cpu",
+        sys.executable,
+        "-m",
+        "remote.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        str(TINY_MODEL),
+        "--device",
+        "cpu",
     ]
     if rembg_model:
         onnx = workdir / "tiny_u2net.onnx"

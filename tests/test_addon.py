@@ -53,8 +53,13 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chair_vertices(server) -> np.ndarray:
     """The vertices, in glTF axes, of the mesh the server makes from the chair with the scenarios' options."""
-    response = requests.post(f"{server}/v1/generate", params=OPTIONS, data=CHAIR.read_bytes(), timeout=120,
-                             headers={"Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"})
+    response = requests.post(
+        f"{server}/v1/generate",
+        params=OPTIONS,
+        data=CHAIR.read_bytes(),
+        timeout=120,
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"},
+    )
     response.raise_for_status()
     # read_glb dequantises the compact GLB's positions and applies its node's scale and translation,
     # which the add-on must bake into the mesh (trimesh would return the stored integers)
@@ -70,23 +75,32 @@ def edge_glbs(folder: Path) -> dict[str, str]:
     box = trimesh.creation.box()
     box.visual.vertex_colors = np.tile([200, 30, 30, 255], (len(box.vertices), 1)).astype(np.uint8)
     nested = trimesh.Scene()
-    nested.graph.update(frame_to="Root", frame_from=nested.graph.base_frame,
-                        matrix=trimesh.transformations.translation_matrix([3, 0, 0]))
+    nested.graph.update(
+        frame_to="Root",
+        frame_from=nested.graph.base_frame,
+        matrix=trimesh.transformations.translation_matrix([3, 0, 0]),
+    )
     nested.add_geometry(box, node_name="Child", geom_name="box", parent_node_name="Root")
     two = trimesh.Scene([box, box.copy().apply_translation([2, 0, 0])])
     textured = trimesh.creation.box()  # with UVs and an embedded image, as a textured answer has
     textured.visual = trimesh.visual.TextureVisuals(
-        uv=np.random.default_rng(0).random((len(textured.vertices), 2)), image=Image.new("RGB", (8, 8), "red"))
+        uv=np.random.default_rng(0).random((len(textured.vertices), 2)), image=Image.new("RGB", (8, 8), "red")
+    )
     two_textured = trimesh.Scene([textured, textured.copy().apply_translation([2, 0, 0])])
-    files = {"nested": nested.export(file_type="glb"), "two_meshes": two.export(file_type="glb"),
-             "two_textured": two_textured.export(file_type="glb")}
+    files = {
+        "nested": nested.export(file_type="glb"),
+        "two_meshes": two.export(file_type="glb"),
+        "two_textured": two_textured.export(file_type="glb"),
+    }
     files["truncated"] = files["two_meshes"][:200]
     for name, data in files.items():
         (folder / f"{name}.glb").write_bytes(data)
     return {name: str(folder / f"{name}.glb") for name in files}
 
 
-def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[str], install: str = "extension") -> dict:
+def run_blender(
+    tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[str], install: str = "extension"
+) -> dict:
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"this is no picture" * 20)
     corrupt = tmp_path / "corrupt.png"
@@ -94,16 +108,30 @@ def run_blender(tmp_path: Path, addon_zip: Path, endpoint: str, scenarios: list[
     large = tmp_path / "large.jpg"  # larger than 2048 px, far under the upload limit
     Image.open(CHAIR).convert("RGB").resize((2500, 2000)).save(large, quality=90)
     config = {
-        "zip": str(addon_zip), "install": install, "endpoint": endpoint, "token": TOKEN,
-        "down_endpoint": f"http://127.0.0.1:{free_port()}", "image": str(CHAIR), "garbage": str(garbage),
-        "corrupt": str(corrupt), "large_file": str(large), "workdir": str(tmp_path), "scenarios": scenarios, "edge_glbs": edge_glbs(tmp_path),
+        "zip": str(addon_zip),
+        "install": install,
+        "endpoint": endpoint,
+        "token": TOKEN,
+        "down_endpoint": f"http://127.0.0.1:{free_port()}",
+        "image": str(CHAIR),
+        "garbage": str(garbage),
+        "corrupt": str(corrupt),
+        "large_file": str(large),
+        "workdir": str(tmp_path),
+        "scenarios": scenarios,
+        "edge_glbs": edge_glbs(tmp_path),
         "output": str(tmp_path / "report.json"),
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     # Blender's user folders (preferences, extensions, legacy add-ons) in the test's folder, not $HOME.
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender_user")}
-    run = subprocess.run([BLENDER_PYTHON, str(SCRIPT), str(tmp_path / "config.json")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [BLENDER_PYTHON, str(SCRIPT), str(tmp_path / "config.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (tmp_path / "report.json").exists(), run.stdout[-3000:] + run.stderr[-3000:]
     assert run.returncode == 0, f"Blender exited with {run.returncode}:\n" + run.stderr[-3000:]  # 139: crash on exit
     report = json.loads((tmp_path / "report.json").read_text())
@@ -145,8 +173,15 @@ def assert_made_one_object(entry: dict, name: str, gltf_vertices: np.ndarray | N
     assert obj["materials"] == 1
     before, after = entry["before"], entry["after"]
     grown = {kind: after[kind] - before[kind] for kind in before}
-    assert grown == {"objects": 1, "meshes": 1, "materials": 1, "images": 0, "collections": 0,
-                     "node_groups": 0, "textures": 0}
+    assert grown == {
+        "objects": 1,
+        "meshes": 1,
+        "materials": 1,
+        "images": 0,
+        "collections": 0,
+        "node_groups": 0,
+        "textures": 0,
+    }
     # One undo step (the one Blender pushed for the operator) removes exactly what it made; redo brings it back.
     assert name not in entry["after_undo"]["objects"]
     assert entry["after_undo"]["counts"] == before
@@ -169,8 +204,11 @@ def test_zip_installs_both_ways_in_one_folder(addon_zip):
     assert manifest["id"] == "image_to_3d" and manifest["schema_version"] == "1.0.0"
     assert manifest["blender_version_min"] == "4.2.0" and manifest["permissions"]["network"]
     init = ast.parse(archive.read("image_to_3d/__init__.py"))
-    bl_info = next(ast.literal_eval(node.value) for node in init.body
-                   if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "bl_info")
+    bl_info = next(
+        ast.literal_eval(node.value)
+        for node in init.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "bl_info"
+    )
     assert bl_info["blender"] == (4, 2, 0) and bl_info["name"] == manifest["name"]
     expected = {f"image_to_3d/{p.name}" for p in (ROOT / "blender_addon").iterdir() if p.suffix in (".py", ".toml")}
     assert set(names) == expected
@@ -181,21 +219,50 @@ def test_zip_installs_both_ways_in_one_folder(addon_zip):
 
 def test_blender_validates_the_extension(addon_zip):
     """Blender's own extension checker (what extensions.blender.org runs) accepts the zip."""
-    where = subprocess.run([BLENDER_PYTHON, "-c", "import importlib.util; "
-                            "print(importlib.util.find_spec('bpy').submodule_search_locations[0])"],
-                           check=True, capture_output=True, text=True).stdout.strip()
+    where = subprocess.run(
+        [
+            BLENDER_PYTHON,
+            "-c",
+            "import importlib.util; print(importlib.util.find_spec('bpy').submodule_search_locations[0])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     (checker,) = Path(where).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")
     run = subprocess.run([BLENDER_PYTHON, str(checker), "validate", str(addon_zip)], capture_output=True, text=True)
     assert run.returncode == 0 and "Success" in run.stdout, run.stdout + run.stderr
 
 
 def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, server, chair_vertices):
-    report = run_blender(tmp_path, addon_zip, server, [
-        "reference", "invoke_background", "packed", "generated", "generated_float", "file_path", "offline_loopback",
-        "no_image", "missing_file", "garbage_file", "corrupt_png", "offline_remote",
-        "wrong_token", "missing_token", "server_down", "test_connection", "worker", "worker_cancel",
-        "token_not_in_blend", "importer_edge_cases", "render_cycles",
-    ])
+    report = run_blender(
+        tmp_path,
+        addon_zip,
+        server,
+        [
+            "reference",
+            "invoke_background",
+            "packed",
+            "generated",
+            "generated_float",
+            "file_path",
+            "offline_loopback",
+            "no_image",
+            "missing_file",
+            "garbage_file",
+            "corrupt_png",
+            "offline_remote",
+            "wrong_token",
+            "missing_token",
+            "server_down",
+            "test_connection",
+            "worker",
+            "worker_cancel",
+            "token_not_in_blend",
+            "importer_edge_cases",
+            "render_cycles",
+        ],
+    )
     assert report["in_add_menu"]
     scenarios = report["scenarios"]
     assert_made_one_object(scenarios["reference"], "chair", chair_vertices)
@@ -245,14 +312,24 @@ def test_extension_install_generates_and_fails_cleanly(tmp_path, addon_zip, serv
     assert bottom_centre(nested["made"]) == pytest.approx(CURSOR, abs=1e-5)
     assert nested["made"]["selected_count"] == 1 and ["ShaderNodeVertexColor", "Base Color"] in nested["made"]["links"]
     assert {k: nested["after"][k] - nested["before"][k] for k in ("objects", "meshes", "materials", "collections")} == {
-        "objects": 1, "meshes": 1, "materials": 1, "collections": 0}
-    for label, message in (("two_meshes", "Expected one mesh"), ("two_textured", "Expected one mesh"),
-                           ("truncated", "")):
+        "objects": 1,
+        "meshes": 1,
+        "materials": 1,
+        "collections": 0,
+    }
+    for label, message in (
+        ("two_meshes", "Expected one mesh"),
+        ("two_textured", "Expected one mesh"),
+        ("truncated", ""),
+    ):
         failed = edge[label]  # nothing of a failed import stays, and the selection is as it was
         assert failed["made"] is None and message in failed["error"], failed
         assert failed["after"] == failed["before"] and failed["new_names"] == []
-        assert failed["selection_after"] == failed["selection_before"] == {"selected": ["RefEdge"], "active": "RefEdge",
-                                                                          "mode": "OBJECT"}
+        assert (
+            failed["selection_after"]
+            == failed["selection_before"]
+            == {"selected": ["RefEdge"], "active": "RefEdge", "mode": "OBJECT"}
+        )
 
     # Cycles renders the colour attribute: paint it red, the render is red; green, green.
     red, green = (scenarios["render_cycles"][key] for key in ("(1, 0, 0, 1)", "(0, 1, 0, 1)"))
@@ -282,8 +359,12 @@ def test_legacy_install(tmp_path, addon_zip, server, chair_vertices):
 
 
 def test_inputs_large_movie_sequence_render_result(tmp_path, addon_zip, server):
-    report = run_blender(tmp_path, addon_zip, server, [
-        "oversized", "large_file", "movie", "sequence", "render_result", "panel_words", "target_faces_clamped"])
+    report = run_blender(
+        tmp_path,
+        addon_zip,
+        server,
+        ["oversized", "large_file", "movie", "sequence", "render_result", "panel_words", "target_faces_clamped"],
+    )
     scenarios = report["scenarios"]
 
     big = scenarios["oversized"]  # 3000x2400 painted: shrunk to 1500x1200 PNG (<= 2048 px) in the worker thread
@@ -341,7 +422,10 @@ def test_history_reimports_without_a_server(tmp_path, addon_zip, server):
     assert history["made_custom"]["request_id"] == record["request_id"]
     assert not history["key_in_blend"]  # the history stays out of the .blend
     assert history["reimport"] == ["FINISHED"]
-    assert history["again"]["name"].startswith("chair") and history["again"]["custom"]["request_id"] == record["request_id"]
+    assert (
+        history["again"]["name"].startswith("chair")
+        and history["again"]["custom"]["request_id"] == record["request_id"]
+    )
     made, again = (np.load(tmp_path / f"history_{n}.npy") for n in ("made", "again"))
     np.testing.assert_array_equal(made, again)  # the identical mesh, with no server running
     assert not history["after_undo_has_copy"]
@@ -349,7 +433,9 @@ def test_history_reimports_without_a_server(tmp_path, addon_zip, server):
 
 
 def test_batch_of_references_and_a_folder(tmp_path, addon_zip, server):
-    report = run_blender(tmp_path, addon_zip, server, ["batch", "batch_one_bad", "batch_status", "batch_cancel", "folder"])
+    report = run_blender(
+        tmp_path, addon_zip, server, ["batch", "batch_one_bad", "batch_status", "batch_cancel", "folder"]
+    )
     scenarios = report["scenarios"]
     batch = scenarios["batch"]
     assert batch["result"] == ["FINISHED"] and len(batch["made"]) == 3, batch
@@ -365,7 +451,10 @@ def test_batch_of_references_and_a_folder(tmp_path, addon_zip, server):
 
     bad = scenarios["batch_one_bad"]  # the second reference's picture is empty: the others go on
     assert bad["result"] == ["FINISHED"] and len(bad["made"]) == 2
-    assert [m["custom"]["source"].split(" (")[0] for m in bad["made"]] == ["reference 'RefBatch1'", "reference 'RefBatch3'"]
+    assert [m["custom"]["source"].split(" (")[0] for m in bad["made"]] == [
+        "reference 'RefBatch1'",
+        "reference 'RefBatch3'",
+    ]
     assert "Made 2 of 3" in report["stdout"] and "1 failed: Clear: The server said: No object" in report["stdout"]
     status = scenarios["batch_status"]
     assert status["statuses"] == ["1 of 3 · chair", "2 of 3 · chair", "3 of 3 · chair"], status["statuses"]
@@ -402,8 +491,15 @@ def test_colour_texture_is_kept_packed_renders_and_reimports(tmp_path, addon_zip
     assert obj["location"] == pytest.approx(CURSOR) and obj["selected"] and obj["active"]
     assert obj["custom"]["settings"]["texture_size"] == 512 and more["record_settings"]["texture_size"] == 512
     grown = {kind: made["after"][kind] - made["before"][kind] for kind in made["before"]}
-    assert grown == {"objects": 1, "meshes": 1, "materials": 1, "images": 1, "collections": 0,
-                     "node_groups": 0, "textures": 0}
+    assert grown == {
+        "objects": 1,
+        "meshes": 1,
+        "materials": 1,
+        "images": 1,
+        "collections": 0,
+        "node_groups": 0,
+        "textures": 0,
+    }
     assert made["after_undo"]["counts"] == made["before"]  # one Ctrl+Z removes the image too
     assert more["reimport"] == ["FINISHED"] and more["again"]["custom"]["settings"]["texture_size"] == 512
     assert more["corner_colour_spread"] > 0.05  # the chair's colours, not a flat fill

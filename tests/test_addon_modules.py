@@ -65,7 +65,9 @@ def test_downscale_by_a_whole_factor_with_premultiplied_alpha():
     small = pixels.downscale(rgba, 1024)
     assert small.shape == (800, 1000, 4)
     np.testing.assert_allclose(small[..., 3], 1 / 3, atol=1e-6)  # coverage averaged
-    np.testing.assert_allclose(small[..., :3], np.broadcast_to([0, 0, 1], (800, 1000, 3)), atol=1e-6)  # no red bleeds in
+    np.testing.assert_allclose(
+        small[..., :3], np.broadcast_to([0, 0, 1], (800, 1000, 3)), atol=1e-6
+    )  # no red bleeds in
     same = np.random.default_rng(0).random((pixels.MAX_SIDE, 700, 4), dtype=np.float32)
     assert pixels.downscale(same) is same
     odd = pixels.downscale(np.ones((1025, 10, 4), dtype=np.float32), 1024)  # factor 2, last row repeated
@@ -81,8 +83,17 @@ def test_encode_png_reads_back_with_pillow():
     assert tuple(np.asarray(Image.open(io.BytesIO(linear)))[0, 0]) == (188, 188, 188, 128)  # sRGB of linear 0.5
 
 
-@pytest.mark.parametrize("kind,options", [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True, "exif": b"Exif\x00\x00" + bytes(60_000)}),
-                                          ("WEBP", {"lossless": True}), ("WEBP", {"quality": 80}), ("WEBP", {"exif": b"Exif\x00\x00x"})])
+@pytest.mark.parametrize(
+    "kind,options",
+    [
+        ("PNG", {}),
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True, "exif": b"Exif\x00\x00" + bytes(60_000)}),
+        ("WEBP", {"lossless": True}),
+        ("WEBP", {"quality": 80}),
+        ("WEBP", {"exif": b"Exif\x00\x00x"}),
+    ],
+)
 def test_image_size_from_the_header(kind, options):
     buffer = io.BytesIO()
     Image.new("RGB", (1234, 567), (200, 10, 10)).save(buffer, format=kind, **options)
@@ -127,8 +138,11 @@ def test_history_delete_and_damaged_records(tmp_path):
 
 
 def test_messages_in_the_panels_words():
-    words = {"remove_background": ("Remove background", {"auto": "Auto", "never": "Never"}),
-             "target_faces": ("Target faces", {})}
+    words = {
+        "remove_background": ("Remove background", {"auto": "Auto", "never": "Never"}),
+        "target_faces": ("Target faces", {}),
+    }
     text = "use an image with a clear subject, or remove_background=never. target_faces: at least 100 (got 5)"
     assert wording.in_panel_words(text, words) == (
-        "use an image with a clear subject, or Remove background: Never. Target faces: at least 100 (got 5)")
+        "use an image with a clear subject, or Remove background: Never. Target faces: at least 100 (got 5)"
+    )

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow  # runs the real command on the tiny model
 def generate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "remote.cli", "generate", *args, "--model", str(TINY_MODEL), "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -49,8 +52,18 @@ def test_several_images_to_a_folder_with_background_removal(tmp_path):
     jpeg = tmp_path / "teapot.jpg"
     PIL.Image.open(EXAMPLES / "teapot.png").save(jpeg, quality=90)
     run = generate(
-        str(EXAMPLES / "chair.png"), str(jpeg), "-o", str(tmp_path / "out"), "--resolution", "32",
-        "--rembg-model", str(onnx), "--remove-background", "always", "--foreground-ratio", "0.7",
+        str(EXAMPLES / "chair.png"),
+        str(jpeg),
+        "-o",
+        str(tmp_path / "out"),
+        "--resolution",
+        "32",
+        "--rembg-model",
+        str(onnx),
+        "--remove-background",
+        "always",
+        "--foreground-ratio",
+        "0.7",
     )
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["chair.glb", "teapot.glb"]
@@ -62,8 +75,10 @@ def test_several_images_to_a_folder_with_background_removal(tmp_path):
     [
         (lambda d: str(d / "missing.png"), "no such image file"),
         (lambda d: (d / "notes.png").write_text("not an image") and str(d / "notes.png"), "not a PNG, JPEG or WebP"),
-        (lambda d: PIL.Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(d / "empty.png") or str(d / "empty.png"),
-         "No object was found"),
+        (
+            lambda d: PIL.Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(d / "empty.png") or str(d / "empty.png"),
+            "No object was found",
+        ),
     ],
     ids=["missing", "not-an-image", "no-foreground"],
 )
@@ -100,9 +115,23 @@ def test_output_must_be_a_glb_file_for_one_image(tmp_path):
 
 def test_wrong_model_folder(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "remote.cli", "generate", str(EXAMPLES / "chair.png"), "-o", str(tmp_path / "x.glb"),
-         "--model", str(tmp_path), "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "remote.cli",
+            "generate",
+            str(EXAMPLES / "chair.png"),
+            "-o",
+            str(tmp_path / "x.glb"),
+            "--model",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 1 and "model.safetensors or model.ckpt" in run.stderr
 

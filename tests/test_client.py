@@ -181,8 +181,11 @@ def test_a_server_whose_model_failed(tmp_path):
         report = client.test_connection()
         assert not report.ok and "model failed to load" in report.message and "log" in report.message
         assert str(missing) not in report.message  # the server keeps paths to its log
-        with pytest.raises(ClientError, match=r"(?s)The server failed: The model failed to load.* \(request id \S+: "
-                                              r"the server's log has the details\)"):
+        with pytest.raises(
+            ClientError,
+            match=r"(?s)The server failed: The model failed to load.* \(request id \S+: "
+            r"the server's log has the details\)",
+        ):
             client.generate(CHAIR, {"resolution": 32})
         assert "no token needed" not in report.message  # a failed model is reported, not the token
 
@@ -198,8 +201,9 @@ def test_loopback_detection():
 
 
 def test_server_timing_parsing():
-    assert client_module.parse_server_timing("decode;dur=12.5, model;desc=\"x\";dur=80, bad;dur=x") == {
-        "decode": 0.0125, "model": 0.08,
+    assert client_module.parse_server_timing('decode;dur=12.5, model;desc="x";dur=80, bad;dur=x') == {
+        "decode": 0.0125,
+        "model": 0.08,
     }
 
 

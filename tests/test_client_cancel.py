@@ -68,8 +68,9 @@ def test_cancel_while_generating_frees_the_server(server):
         assert time.monotonic() - cancelled_at < 10, "the server kept the job after Cancel"
         time.sleep(0.02)
     print(f"Cancel to free slot: {time.monotonic() - cancelled_at:.2f} s")
-    answer = requests.post(server + "/v1/generate?resolution=32", data=ROBOT, headers={"Content-Type": "image/png"},
-                           timeout=60)
+    answer = requests.post(
+        server + "/v1/generate?resolution=32", data=ROBOT, headers={"Content-Type": "image/png"}, timeout=60
+    )
     assert answer.status_code == 200  # the next Generate does not wait behind the cancelled one
     time.sleep(0.2)
     assert " 499 " in server.log_path.read_text()
@@ -84,8 +85,14 @@ def test_health_while_loading_is_read_from_the_503():
         raise RuntimeError("never loads")
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(token=None), pipeline_loader=loader),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ServerSettings(token=None), pipeline_loader=loader),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

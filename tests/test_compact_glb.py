@@ -80,8 +80,11 @@ def test_snapped_colour_table_round_trips_every_byte():
 
 
 def test_edge_cases():
-    one = Mesh(vertices=np.array([[0.1, 0.2, 0.3]] * 3, np.float32), faces=np.array([[0, 1, 2]], np.int32),
-               colors=np.full((3, 3), 0.5, np.float32))
+    one = Mesh(
+        vertices=np.array([[0.1, 0.2, 0.3]] * 3, np.float32),
+        faces=np.array([[0, 1, 2]], np.int32),
+        colors=np.full((3, 3), 0.5, np.float32),
+    )
     _, positions, _, _ = _read(compact_mesh_to_glb(one))
     np.testing.assert_allclose(positions, one.vertices[:, [1, 2, 0]], atol=1e-6)
     outside = Mesh(vertices=one.vertices * 10, faces=one.faces, colors=one.colors)  # beyond the grid's cube
@@ -111,7 +114,9 @@ def test_blender_imports_it_like_the_full_glb(mesh, tmp_path):
     compact.write_bytes(compact_mesh_to_glb(mesh, (96, RADIUS)))
     run = subprocess.run(
         [BLENDER_PYTHON, "-c", BLENDER_IMPORT, "0", str(full), str(compact)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, f"Blender exited with {run.returncode}:\n" + run.stderr[-3000:]
     result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))[6:])

@@ -71,7 +71,5 @@ def test_every_benchmark_starts(script: Path) -> None:
         pytest.skip("no --help")
     if script.name in NOT_INSTALLED:
         pytest.importorskip(NOT_INSTALLED[script.name])
-    done = subprocess.run(
-        [sys.executable, str(script), "--help"], cwd="/", capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, str(script), "--help"], cwd="/", capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -42,12 +42,22 @@ FAST = "resolution=32"
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     flags = [
-        "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT),
-        "--body-min-rate", str(BODY_MIN_RATE), "--send-timeout", str(SEND_TIMEOUT),
-        "--keep-alive-timeout", str(KEEP_ALIVE), "--max-connections", str(MAX_CONNECTIONS),
+        "--header-timeout",
+        str(HEADER_TIMEOUT),
+        "--body-timeout",
+        str(BODY_TIMEOUT),
+        "--body-min-rate",
+        str(BODY_MIN_RATE),
+        "--send-timeout",
+        str(SEND_TIMEOUT),
+        "--keep-alive-timeout",
+        str(KEEP_ALIVE),
+        "--max-connections",
+        str(MAX_CONNECTIONS),
     ]
-    with live_server(tmp_path_factory.mktemp("guarded"), queue_size=1, max_body_bytes=BODY_LIMIT,
-                     extra_args=flags) as url:
+    with live_server(
+        tmp_path_factory.mktemp("guarded"), queue_size=1, max_body_bytes=BODY_LIMIT, extra_args=flags
+    ) as url:
         yield url
 
 
@@ -234,8 +244,9 @@ def test_an_answer_nobody_reads_is_dropped_and_frees_the_slot(guarded):
     """The robot at 128 is a 7 MB GLB: more than loopback buffers hold for a 4 KB window."""
     request_id = "never-reads-0001"
     with connect(guarded, receive_buffer=4096) as connection:
-        connection.sendall(request_head("/v1/generate?resolution=128", len(ROBOT), {"X-Request-ID": request_id})
-                           + ROBOT)
+        connection.sendall(
+            request_head("/v1/generate?resolution=128", len(ROBOT), {"X-Request-ID": request_id}) + ROBOT
+        )
         wait_for_active(guarded, 1, 10)
         wait_for_active(guarded, 0, 120)  # the job, then SEND_TIMEOUT without a byte read
     lines = log_lines(guarded, request_id)
@@ -255,8 +266,9 @@ def test_disconnect_frees_the_slot_and_is_logged_once_as_499(guarded):
     connection.close()
     freed_after = wait_for_active(guarded, 0, 15)
     started = time.monotonic()
-    next_one = requests.post(guarded + "/v1/generate?" + FAST, data=ROBOT, headers={"Content-Type": "image/png"},
-                             timeout=60)
+    next_one = requests.post(
+        guarded + "/v1/generate?" + FAST, data=ROBOT, headers={"Content-Type": "image/png"}, timeout=60
+    )
     assert next_one.status_code == 200
     print(f"disconnect to free slot: {freed_after:.2f} s; next request served in {time.monotonic() - started:.2f} s")
     assert freed_after < 10  # a whole job at this resolution takes several times longer
@@ -283,8 +295,9 @@ def test_a_queued_request_whose_client_leaves_never_runs(guarded):
 
 def test_hanging_up_mid_upload_is_499_without_traceback(guarded):
     with connect(guarded) as connection:
-        connection.sendall(request_head("/v1/generate?" + FAST, 2_000_000, {"X-Request-ID": "hung-up-upload-1"})
-                           + b"\0" * 500_000)
+        connection.sendall(
+            request_head("/v1/generate?" + FAST, 2_000_000, {"X-Request-ID": "hung-up-upload-1"}) + b"\0" * 500_000
+        )
         time.sleep(0.3)
     wait_for_active(guarded, 0, 5)
     time.sleep(0.2)
@@ -299,8 +312,12 @@ def test_hanging_up_mid_upload_is_499_without_traceback(guarded):
 
 @pytest.mark.parametrize("threshold", ["0.001", "1e6", "1e-300", "1e300"])
 def test_a_threshold_with_no_surface_is_400_no_foreground(guarded, threshold):
-    response = requests.post(guarded + f"/v1/generate?{FAST}&threshold={threshold}", data=ROBOT,
-                             headers={"Content-Type": "image/png"}, timeout=60)
+    response = requests.post(
+        guarded + f"/v1/generate?{FAST}&threshold={threshold}",
+        data=ROBOT,
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "no_foreground"
     assert "threshold" in response.json()["error"]["message"]
@@ -314,19 +331,30 @@ def test_client_request_id_is_kept_when_plain_and_replaced_otherwise(guarded):
 
 
 def test_trailing_slash_is_404_without_a_redirect(guarded):
-    response = requests.get(guarded + "/v1/health/", headers={"Host": "evil.example"}, allow_redirects=False,
-                            timeout=5)
+    response = requests.get(guarded + "/v1/health/", headers={"Host": "evil.example"}, allow_redirects=False, timeout=5)
     assert response.status_code == 404 and "location" not in response.headers
     assert response.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize(("accept", "gzipped"), [
-    ("gzip", True), ("gzip;q=0", False), ("gzip;q=0, identity", False), ("*", True), ("*;q=0", False),
-    ("br, gzip;q=0.5", True), ("identity", False),
-])
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0, identity", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("br, gzip;q=0.5", True),
+        ("identity", False),
+    ],
+)
 def test_gzip_follows_the_accept_encoding_weights(guarded, accept, gzipped):
-    response = requests.post(guarded + "/v1/generate?" + FAST, data=ROBOT, timeout=60,
-                             headers={"Content-Type": "image/png", "Accept-Encoding": accept})
+    response = requests.post(
+        guarded + "/v1/generate?" + FAST,
+        data=ROBOT,
+        timeout=60,
+        headers={"Content-Type": "image/png", "Accept-Encoding": accept},
+    )
     assert response.status_code == 200
     assert (response.headers.get("Content-Encoding") == "gzip") is gzipped
     if not gzipped:  # the schema page (Starlette's gzip) honours a refusal too
@@ -338,8 +366,14 @@ def test_two_authorization_headers_are_refused(tmp_path):
     token = "a-token-of-sixteen-chars"
     with live_server(tmp_path, token=token) as url:
         with connect(url) as connection:
-            connection.sendall(request_head("/v1/generate?" + FAST, len(ROBOT), {
-                "Authorization": f"Bearer {token}", "authorization": "Bearer something-else"}) + ROBOT)
+            connection.sendall(
+                request_head(
+                    "/v1/generate?" + FAST,
+                    len(ROBOT),
+                    {"Authorization": f"Bearer {token}", "authorization": "Bearer something-else"},
+                )
+                + ROBOT
+            )
             answer, _ = read_until_closed(connection, 10)
         assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
         assert "exactly one" in json_body(answer)["error"]["message"]
@@ -347,18 +381,24 @@ def test_two_authorization_headers_are_refused(tmp_path):
 
 def test_offline_server_without_a_rembg_model_serves_cut_out_images(tmp_path):
     """No --rembg-model, no u2net.onnx and no network: degraded (200), cut-outs work, the rest 503."""
-    offline = {"U2NET_HOME": str(tmp_path / "empty"), "HTTPS_PROXY": "http://127.0.0.1:9",
-               "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    offline = {
+        "U2NET_HOME": str(tmp_path / "empty"),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+    }
     with live_server(tmp_path, rembg_model=False, env=offline, timeout=300) as url:
         status = health(url)
         assert status["status"] == "degraded" and status["background_removal"] == "unavailable"
-        cut_out = requests.post(url + "/v1/generate?" + FAST, data=ROBOT, headers={"Content-Type": "image/png"},
-                                timeout=60)
+        cut_out = requests.post(
+            url + "/v1/generate?" + FAST, data=ROBOT, headers={"Content-Type": "image/png"}, timeout=60
+        )
         assert cut_out.status_code == 200 and cut_out.headers["content-type"] == "model/gltf-binary"
         photo = io.BytesIO()
         PIL.Image.new("RGB", (64, 64), (200, 30, 30)).save(photo, format="JPEG")
-        refused = requests.post(url + "/v1/generate?" + FAST, data=photo.getvalue(),
-                                headers={"Content-Type": "image/jpeg"}, timeout=60)
+        refused = requests.post(
+            url + "/v1/generate?" + FAST, data=photo.getvalue(), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
         assert refused.status_code == 503 and "Retry-After" not in refused.headers
         error = refused.json()["error"]
         assert error["code"] == "background_removal_unavailable" and "cut out" in error["message"]
@@ -370,7 +410,8 @@ def test_the_guarded_server_still_serves_after_everything(guarded):
         thread.start()
     for thread in threads:
         thread.join()
-    response = requests.post(guarded + "/v1/generate?" + FAST, data=ROBOT, headers={"Content-Type": "image/png"},
-                             timeout=60)
+    response = requests.post(
+        guarded + "/v1/generate?" + FAST, data=ROBOT, headers={"Content-Type": "image/png"}, timeout=60
+    )
     assert response.status_code == 200
     assert health(guarded)["queue"]["active"] == 0

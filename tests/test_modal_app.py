@@ -71,13 +71,10 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
 def _publish(server: FileServer, name: str, content: bytes, algorithm: str = "sha256") -> PinnedFile:
     (server.root / name).write_bytes(content)
     digest = hashlib.new(algorithm, content).hexdigest()
-    return PinnedFile(name=f"sub/{name}", url=server.url(name), algorithm=algorithm, digest=digest,
-                      size=len(content))
+    return PinnedFile(name=f"sub/{name}", url=server.url(name), algorithm=algorithm, digest=digest, size=len(content))
 
 
-def test_prepare_weights_downloads_and_verifies_sha256_and_md5(
-    file_server: FileServer, tmp_path: Path
-) -> None:
+def test_prepare_weights_downloads_and_verifies_sha256_and_md5(file_server: FileServer, tmp_path: Path) -> None:
     checkpoint = _publish(file_server, "model.ckpt", b"weights" * 50_000, "sha256")
     onnx = _publish(file_server, "u2net.onnx", b"onnx-bytes" * 1000, "md5")
     folder = tmp_path / "weights"
@@ -115,9 +112,7 @@ def test_a_corrupt_local_copy_is_replaced(file_server: FileServer, tmp_path: Pat
     assert len(file_server.requests) == 1
 
 
-def test_a_digest_mismatch_is_refused_and_leaves_nothing_behind(
-    file_server: FileServer, tmp_path: Path
-) -> None:
+def test_a_digest_mismatch_is_refused_and_leaves_nothing_behind(file_server: FileServer, tmp_path: Path) -> None:
     published = _publish(file_server, "model.ckpt", b"tampered" * 100)
     pinned = PinnedFile(published.name, published.url, "sha256", "0" * 64)
     folder = tmp_path / "weights"
@@ -309,14 +304,14 @@ def test_the_container_paths_are_where_weights_cache_puts_the_files() -> None:
 def test_the_weights_step_sees_only_the_modules_it_needs_and_the_package_comes_last() -> None:
     layers = _image_layers(modal_app.image)
     download = next(
-        i for i, layer in enumerate(layers)
+        i
+        for i, layer in enumerate(layers)
         if any("remote.weights_cache" in command for command in layer.get("commands", []))
     )
     copied_before = [path for layer in layers[:download] for path in layer.get("copied", [])]
 
     assert sorted(copied_before) == [
-        f"{modal_app.BUILD_SRC_DIR}/remote/{name}"
-        for name in ("__init__.py", "errors.py", "weights_cache.py")
+        f"{modal_app.BUILD_SRC_DIR}/remote/{name}" for name in ("__init__.py", "errors.py", "weights_cache.py")
     ]
     assert "mount" in layers[-1] and all("mount" not in layer for layer in layers[:-1])
 
@@ -387,8 +382,11 @@ def test_the_image_installs_exactly_uv_locks_packages_with_onnxruntimes_gpu_buil
 
     assert pins == expected
     assert {"onnxruntime-gpu", "nvidia-curand", "torch"} <= set(pins) and "onnxruntime" not in pins
-    assert all(" \\" in line for line in modal_app.REQUIREMENTS.read_text().splitlines()
-               if "==" in line and not line.startswith("#"))  # every pin carries its hashes
+    assert all(
+        " \\" in line
+        for line in modal_app.REQUIREMENTS.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )  # every pin carries its hashes
     install = next(c for c in _commands() if "uv pip install" in c)
     assert "--no-deps --require-hashes" in install and "--requirements /.uv/0/modal_requirements.txt" in install
     copy_uv = next(c for c in _commands() if c.startswith("COPY --from=ghcr.io/astral-sh/uv"))
@@ -407,8 +405,9 @@ def test_the_requirements_file_is_what_uv_exports_from_the_lock() -> None:
     command = script.split("uv export", 1)[1].split(">/dev/null", 1)[0].replace("\\\n", " ")
     arguments = [part for part in command.split() if part not in ("--output-file", "remote/modal_requirements.txt")]
 
-    exported = subprocess.run([uv, "export", *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=120, check=True).stdout
+    exported = subprocess.run(
+        [uv, "export", *arguments], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
 
     assert exported == modal_app.REQUIREMENTS.read_text(), "run scripts/export_modal_requirements.sh"
 
@@ -427,15 +426,17 @@ def test_onnxruntimes_cuda_provider_finds_its_libraries_or_the_build_stops() -> 
     assert "! ldd $p | grep 'not found' | grep -v 'libcuda.so.1 '" in commands[check]
     # The folders are where the locked CUDA wheels put their libraries (seen in this environment).
     site_packages = Path(torch.__file__).parent.parent
-    folders = [Path(f.replace(modal_app.SITE_PACKAGES, str(site_packages)))
-               for f in modal_app.CUDA_LIBRARY_PATH.split(":")]
+    folders = [
+        Path(f.replace(modal_app.SITE_PACKAGES, str(site_packages))) for f in modal_app.CUDA_LIBRARY_PATH.split(":")
+    ]
     assert (folders[0] / "libcublasLt.so.13").exists() and (folders[1] / "libcudnn.so.9").exists()
     # The check itself, on ldd-like output: a missing library stops the build, the driver does not.
     line = commands[check].removeprefix("RUN ").split(" && ", 2)[2].replace("$p", "")
     missing = "\tlibcurand.so.10 => not found\n\tlibcuda.so.1 => not found\n"
     for output, passes in ((missing, False), ("\tlibcuda.so.1 => not found\n", True)):
-        run = subprocess.run(["bash", "-c", line.replace("ldd ", f"printf '{output}' ", 1)],
-                             capture_output=True, text=True, timeout=30)
+        run = subprocess.run(
+            ["bash", "-c", line.replace("ldd ", f"printf '{output}' ", 1)], capture_output=True, text=True, timeout=30
+        )
         assert (run.returncode == 0) is passes, output
 
 
@@ -547,8 +548,9 @@ def test_the_gpu_snapshot_can_be_tried_with_one_variable() -> None:
     )
     env = {**os.environ, modal_app.GPU_SNAPSHOT_ENV: "1"}
 
-    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True,
-                         text=True, timeout=180)
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
 
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "{'enable_gpu_snapshot': 'True'} 2 True"
@@ -573,12 +575,20 @@ def test_modal_run_takes_input_and_output_paths() -> None:
 
     completed = subprocess.run(
         [sys.executable, "-m", "modal", "run", "remote/modal_app.py", "--help"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert completed.returncode == 0, completed.stderr
-    options = ("--input-path", "--output-path", "--resolution", "--remove-background [auto|always|never]",
-               "--texture-size")
+    options = (
+        "--input-path",
+        "--output-path",
+        "--resolution",
+        "--remove-background [auto|always|never]",
+        "--texture-size",
+    )
     for option in options:
         assert option in completed.stdout
 
@@ -614,9 +624,13 @@ def test_finish_on_device_applies_the_precision_setting(
     from remote import warm_start
 
     pipeline = warm_start.finish_on_device(
-        warm_start.load_on_cpu(TINY_MODEL), device="cpu",
+        warm_start.load_on_cpu(TINY_MODEL),
+        device="cpu",
         rembg_model_path=build_tiny_u2net(tmp_path / "u2net.onnx"),
-        model_source="stabilityai/TripoSR", revision="abc123", max_pixels=1234, precision=precision,
+        model_source="stabilityai/TripoSR",
+        revision="abc123",
+        max_pixels=1234,
+        precision=precision,
     )
 
     assert pipeline.info["precision"] == dtype and pipeline.info["extraction"] == extraction
@@ -630,10 +644,13 @@ def test_finish_on_device_refuses_an_unknown_precision(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidOptionError, match="precision must be one of auto, fast, float32"):
         warm_start.finish_on_device(
-            warm_start.load_on_cpu(TINY_MODEL), device="cpu", rembg_model_path=None,
-            model_source="stabilityai/TripoSR", revision=None, precision="half",
+            warm_start.load_on_cpu(TINY_MODEL),
+            device="cpu",
+            rembg_model_path=None,
+            model_source="stabilityai/TripoSR",
+            revision=None,
+            precision="half",
         )
-
 
 
 def test_the_weights_step_runs_with_only_its_three_copied_modules(tmp_path: Path) -> None:
@@ -648,7 +665,11 @@ def test_the_weights_step_runs_with_only_its_three_copied_modules(tmp_path: Path
 
     completed = subprocess.run(
         [sys.executable, "-S", "-m", "remote.weights_cache", "--help"],
-        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert completed.returncode == 0, completed.stderr

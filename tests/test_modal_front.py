@@ -119,8 +119,13 @@ def no_failure(gpu: LocalGpu) -> Iterator[None]:
     gpu.fail_with = None
 
 
-def _post(url: str, body: bytes, content_type: str = "image/png", token: str | None = TOKEN,
-          params: dict[str, Any] | None = None) -> requests.Response:
+def _post(
+    url: str,
+    body: bytes,
+    content_type: str = "image/png",
+    token: str | None = TOKEN,
+    params: dict[str, Any] | None = None,
+) -> requests.Response:
     headers = {"Content-Type": content_type}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -246,8 +251,10 @@ def test_a_client_that_hangs_up_cancels_its_gpu_job(front: str, gpu: LocalGpu) -
     """The add-on's Cancel closes its connection: the front cancels the GPU call, the job stops
     between stages or field chunks, and the next request is served (on Modal: FunctionCall.cancel)."""
     port = int(front.rsplit(":", 1)[1])
-    head = (f"POST /v1/generate?resolution=320 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(CHAIR)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/generate?resolution=320 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(CHAIR)}\r\n\r\n"
+    ).encode()
     before = gpu.calls
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(head + CHAIR)

@@ -10,7 +10,12 @@ from remote.server.cli import settings_from_args
 
 @pytest.mark.parametrize(
     ("flags", "precision"),
-    [([], "auto"), (["--exact"], "float32"), (["--precision", "fast"], "fast"), (["--precision", "float32"], "float32")],
+    [
+        ([], "auto"),
+        (["--exact"], "float32"),
+        (["--precision", "fast"], "fast"),
+        (["--precision", "float32"], "float32"),
+    ],
 )
 def test_generate_reads_precision_and_its_exact_alias(flags: list[str], precision: str) -> None:
     assert build_parser().parse_args(["generate", "a.png", "-o", "a.glb", *flags]).precision == precision

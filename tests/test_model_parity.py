@@ -106,7 +106,9 @@ def test_fast_precision_stays_near_upstream(expected):
     assert fast.decoder.layers[0].weight.dtype == torch.float16
     assert fast.backbone.norm.weight.dtype == fast.tokenizer.embeddings.dtype == torch.float32  # the streams
     ends = [fast.get_submodule(name) for name in FAST.float32_layers]
-    assert {layer.weight.dtype for end in ends for layer in end.modules() if hasattr(layer, "weight")} == {torch.float32}
+    assert {layer.weight.dtype for end in ends for layer in end.modules() if hasattr(layer, "weight")} == {
+        torch.float32
+    }
     assert scene_codes.dtype == density.dtype == colour.dtype == torch.float32
     # Measured 3.8e-4 and 2.8e-3 (7.9e-4 for the scene codes with the ends in fp16 too, 1.3e-3 with
     # fp16 streams as well).

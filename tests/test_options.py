@@ -23,7 +23,7 @@ MARKER = "<!-- options table: generated from remote/options.py"
 
 def test_the_option_table_in_docs_api_md_is_the_one_the_declarations_render() -> None:
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    after = text[text.index(MARKER):].splitlines()[1:]
+    after = text[text.index(MARKER) :].splitlines()[1:]
     table = "\n".join(line for line in after[: len(OPTIONS) + 2])
 
     assert table == options.markdown_table(), "run `uv run python -m remote.options` and paste its table"
@@ -43,8 +43,7 @@ def test_generate_options_has_one_field_per_declaration_with_its_default() -> No
         ({"threshold": 0.0}, r"threshold must be a positive number \(got 0\.0\)\."),
         ({"threshold": float("nan")}, r"threshold must be a positive number \(got nan\)\."),
         ({"foreground_ratio": 0.4}, r"foreground_ratio must be between 0\.5 and 1\.0 \(got 0\.4\)\."),
-        ({"remove_background": "maybe"},
-         r"remove_background must be one of auto, always, never \(got 'maybe'\)\."),
+        ({"remove_background": "maybe"}, r"remove_background must be one of auto, always, never \(got 'maybe'\)\."),
         ({"target_faces": 99}, r"target_faces must be between 100 and 10000000, or left out \(got 99\)\."),
     ],
 )
@@ -67,8 +66,18 @@ def test_the_generate_command_has_one_flag_per_option_with_its_default() -> None
     for option in OPTIONS:
         assert getattr(args, option.name) == option.default
     parsed = build_parser().parse_args(
-        ["generate", "x.png", "-o", "x.glb", "--foreground-ratio", "0.7", "--target-faces", "500",
-         "--remove-background", "never"]
+        [
+            "generate",
+            "x.png",
+            "-o",
+            "x.glb",
+            "--foreground-ratio",
+            "0.7",
+            "--target-faces",
+            "500",
+            "--remove-background",
+            "never",
+        ]
     )
     assert (parsed.foreground_ratio, parsed.target_faces, parsed.remove_background) == (0.7, 500, "never")
 
@@ -83,7 +92,11 @@ def test_the_http_query_parameters_are_the_declarations() -> None:
     assert list(parameters) == [option.name for option in OPTIONS]
     resolution = parameters["resolution"]["schema"]
     assert (resolution["type"], resolution["minimum"], resolution["maximum"], resolution["default"]) == (
-        "integer", 32, 512, 256)
+        "integer",
+        32,
+        512,
+        256,
+    )
     assert parameters["threshold"]["schema"]["exclusiveMinimum"] == 0
     assert parameters["remove_background"]["schema"]["enum"] == ["auto", "always", "never"]
     faces = parameters["target_faces"]["schema"]["anyOf"][0]
@@ -151,17 +164,26 @@ def test_the_addon_offers_the_servers_ranges_and_defaults() -> None:
             assert (prop["default"], prop["min"], prop["max"]) == (0, 0, option.maximum), option.name
         else:
             assert (prop["default"], prop["min"], prop["max"]) == (option.default, option.minimum, option.maximum), (
-                option.name)
+                option.name
+            )
     target_faces = options.BY_NAME["target_faces"]
-    assert (constants["TARGET_FACES_MIN"], constants["TARGET_FACES_MAX"]) == (target_faces.minimum,
-                                                                             target_faces.maximum)
+    assert (constants["TARGET_FACES_MIN"], constants["TARGET_FACES_MAX"]) == (
+        target_faces.minimum,
+        target_faces.maximum,
+    )
 
 
 # --- an option with number choices (the shape of texture_size) works in every builder -----------------
 
 
-NUMBER_CHOICES = Option("texture_size", int, 0, help="texture side in pixels; 0: vertex colours",
-                        meaning="texture side", choices=(0, 512, 1024, 2048))
+NUMBER_CHOICES = Option(
+    "texture_size",
+    int,
+    0,
+    help="texture side in pixels; 0: vertex colours",
+    meaning="texture side",
+    choices=(0, 512, 1024, 2048),
+)
 
 
 def test_an_option_with_number_choices_is_checked_parsed_and_served() -> None:
@@ -189,10 +211,16 @@ def test_an_option_with_number_choices_is_checked_parsed_and_served() -> None:
         NUMBER_CHOICES.check(values["texture_size"])
         return int(values["texture_size"])
 
-    dependency.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-        inspect.Parameter("texture_size", inspect.Parameter.KEYWORD_ONLY, annotation=NUMBER_CHOICES.annotation,
-                          default=Query(NUMBER_CHOICES.default, **NUMBER_CHOICES.query_constraints()))
-    ])
+    dependency.__signature__ = inspect.Signature(
+        [  # type: ignore[attr-defined]
+            inspect.Parameter(
+                "texture_size",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=NUMBER_CHOICES.annotation,
+                default=Query(NUMBER_CHOICES.default, **NUMBER_CHOICES.query_constraints()),
+            )
+        ]
+    )
 
     @app.get("/x")
     def route(size: int = Depends(dependency)) -> dict[str, int]:

@@ -48,9 +48,7 @@ def png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes, 
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 def huge_png(width: int, height: int) -> bytes:
@@ -78,9 +76,17 @@ def remover(tiny_model) -> BackgroundRemover:
 @pytest.mark.parametrize(
     ("mode", "fmt", "expected"),
     [
-        ("RGB", "PNG", "RGB"), ("RGBA", "PNG", "RGBA"), ("L", "PNG", "RGB"), ("LA", "PNG", "RGBA"),
-        ("P", "PNG", "RGB"), ("1", "PNG", "RGB"), ("RGB", "JPEG", "RGB"), ("L", "JPEG", "RGB"),
-        ("CMYK", "JPEG", "RGB"), ("RGB", "WEBP", "RGB"), ("LA", "WEBP", "RGBA"),
+        ("RGB", "PNG", "RGB"),
+        ("RGBA", "PNG", "RGBA"),
+        ("L", "PNG", "RGB"),
+        ("LA", "PNG", "RGBA"),
+        ("P", "PNG", "RGB"),
+        ("1", "PNG", "RGB"),
+        ("RGB", "JPEG", "RGB"),
+        ("L", "JPEG", "RGB"),
+        ("CMYK", "JPEG", "RGB"),
+        ("RGB", "WEBP", "RGB"),
+        ("LA", "WEBP", "RGBA"),
     ],
 )
 def test_every_mode_decodes_to_8_bit_rgb_or_rgba(mode, fmt, expected):
@@ -308,9 +314,7 @@ def test_default_session_uses_the_file_in_u2net_home_without_downloading(tiny_mo
     assert cut[80, 90, 3] > 230 and cut[5, 5, 3] < 20
 
 
-def test_default_session_with_a_wrong_checksum_tries_to_download_and_says_what_to_do(
-    tiny_model, tmp_path, monkeypatch
-):
+def test_default_session_with_a_wrong_checksum_tries_to_download_and_says_what_to_do(tiny_model, tmp_path, monkeypatch):
     (tmp_path / "u2net.onnx").write_bytes(tiny_model.read_bytes())  # not the published MD5
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.delenv("MODEL_CHECKSUM_DISABLED", raising=False)
@@ -458,7 +462,7 @@ def test_transparent_images_skip_background_removal_in_auto(remover):
 
 
 def test_always_ignores_what_transparent_pixels_hide(remover):
-    """"always" runs the remover even on a cut-out; junk under alpha 0 must not become the object."""
+    """ "always" runs the remover even on a cut-out; junk under alpha 0 must not become the object."""
     rgb = np.asarray(disk_on(size=(240, 160), box=(140, 40, 220, 120))).copy()
     rgb[:, :100] = (30, 60, 220)  # blue junk on the left, all of it transparent
     alpha = np.where(np.arange(240) < 100, 0, 255).astype(np.uint8)[None, :].repeat(160, axis=0)

@@ -49,7 +49,9 @@ def test_a_model_with_another_radius_gives_the_same_surface_scaled(scene, radius
             with_radius(model, 0.87)
     assert len(reference.faces) > 100
     np.testing.assert_array_equal(scaled.faces, reference.faces)
-    np.testing.assert_allclose(scaled.vertices, reference.vertices * (radius / 0.87), rtol=1e-5, atol=1e-4)  # 0.2% of a voxel
+    np.testing.assert_allclose(
+        scaled.vertices, reference.vertices * (radius / 0.87), rtol=1e-5, atol=1e-4
+    )  # 0.2% of a voxel
     np.testing.assert_allclose(scaled.colors, reference.colors, atol=1e-5)
 
 

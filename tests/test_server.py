@@ -81,15 +81,22 @@ def chair() -> bytes:
     return (EXAMPLES / "chair.png").read_bytes()
 
 
-def post(url: str, body: bytes, content_type: str | None = "image/png", params=None, token: str | None = None,
-         headers: dict[str, str] | None = None) -> requests.Response:
+def post(
+    url: str,
+    body: bytes,
+    content_type: str | None = "image/png",
+    params=None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     sent = dict(headers or {})
     if content_type:
         sent["Content-Type"] = content_type
     if token:
         sent["Authorization"] = f"Bearer {token}"
-    return requests.post(url + "/v1/generate", data=body, headers=sent, params=FAST if params is None else params,
-                         timeout=120)
+    return requests.post(
+        url + "/v1/generate", data=body, headers=sent, params=FAST if params is None else params, timeout=120
+    )
 
 
 def assert_error(response: requests.Response, status: int, code: str) -> dict:
@@ -133,8 +140,11 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
     with live_server(
-        tmp_path_factory.mktemp("secured"), token=TOKEN,
-        max_body_bytes=SECURED_BODY_LIMIT, max_pixels=8_000_000, queue_size=0,
+        tmp_path_factory.mktemp("secured"),
+        token=TOKEN,
+        max_body_bytes=SECURED_BODY_LIMIT,
+        max_pixels=8_000_000,
+        queue_size=0,
     ) as url:
         yield url
 
@@ -258,19 +268,30 @@ def test_wrong_content_type_is_415(server, content_type):
 
 
 def test_form_upload_is_415(server):
-    response = requests.post(server + "/v1/generate", files={"image": ("chair.png", chair(), "image/png")},
-                             timeout=30)
+    response = requests.post(server + "/v1/generate", files={"image": ("chair.png", chair(), "image/png")}, timeout=30)
     assert_error(response, 415, "unsupported_media_type")
 
 
 @pytest.mark.parametrize(
     "params",
     [
-        {"resolution": 16}, {"resolution": 31}, {"resolution": 513}, {"resolution": "high"},
-        {"threshold": 0}, {"threshold": -1}, {"threshold": "nan"}, {"threshold": "inf"},
-        {"foreground_ratio": 0.49}, {"foreground_ratio": 1.5},
-        {"remove_background": "maybe"}, {"target_faces": 3}, {"target_faces": 99},
-        {"texture_size": 300}, {"texture_size": -512}, {"texture_size": 4096}, {"texture_size": "big"},
+        {"resolution": 16},
+        {"resolution": 31},
+        {"resolution": 513},
+        {"resolution": "high"},
+        {"threshold": 0},
+        {"threshold": -1},
+        {"threshold": "nan"},
+        {"threshold": "inf"},
+        {"foreground_ratio": 0.49},
+        {"foreground_ratio": 1.5},
+        {"remove_background": "maybe"},
+        {"target_faces": 3},
+        {"target_faces": 99},
+        {"texture_size": 300},
+        {"texture_size": -512},
+        {"texture_size": 4096},
+        {"texture_size": "big"},
     ],
     ids=lambda params: "{}={}".format(*next(iter(params.items()))),
 )
@@ -287,8 +308,9 @@ def test_unknown_route_and_method_are_json(server):
 def test_an_uploading_client_reads_the_error(server):
     """An error answered before the body is read (here 415) still reaches a client that is busy
     sending 6 MB with urllib (the add-on's HTTP library), instead of a connection reset."""
-    request = urllib.request.Request(server + "/v1/generate", data=b"\0" * 6_000_000, method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        server + "/v1/generate", data=b"\0" * 6_000_000, method="POST", headers={"Content-Type": "text/plain"}
+    )
     with pytest.raises(urllib.error.HTTPError) as answer:
         urllib.request.urlopen(request, timeout=60)
     assert answer.value.code == 415
@@ -314,8 +336,9 @@ def test_token_is_required_and_checked(secured):
 def test_token_is_checked_before_anything_else(secured):
     """No token: 401 even when the content type and the options are wrong too."""
     assert_error(post(secured, b"x", "text/plain", params={"resolution": 1}), 401, "unauthorized")
-    assert_error(post(secured, b"x", "text/plain", params={"resolution": 1}, token=TOKEN), 415,
-                 "unsupported_media_type")
+    assert_error(
+        post(secured, b"x", "text/plain", params={"resolution": 1}, token=TOKEN), 415, "unsupported_media_type"
+    )
 
 
 def test_token_never_reaches_the_log(secured):
@@ -350,15 +373,22 @@ def test_streamed_body_over_the_limit_is_413(secured):
         for _ in range(10):
             yield b"\0" * 500_000
 
-    response = requests.post(secured + "/v1/generate", data=chunks(), params=FAST, timeout=60,
-                             headers={"Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"})
+    response = requests.post(
+        secured + "/v1/generate",
+        data=chunks(),
+        params=FAST,
+        timeout=60,
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"},
+    )
     error = assert_error(response, 413, "body_too_large")
     assert f"{SECURED_BODY_LIMIT:,}" in error["message"]
 
 
 def test_body_over_the_limit_reaches_an_urllib_client_as_413(secured):
     request = urllib.request.Request(
-        secured + "/v1/generate", data=b"\x89PNG" + b"\0" * 5_500_000, method="POST",
+        secured + "/v1/generate",
+        data=b"\x89PNG" + b"\0" * 5_500_000,
+        method="POST",
         headers={"Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"},
     )
     with pytest.raises(urllib.error.HTTPError) as answer:
@@ -439,8 +469,7 @@ def test_model_that_fails_to_load_is_reported(tmp_path, caplog):
             error = assert_error(response, 500, "model_load_failed")
             assert error["request_id"] == response.headers["X-Request-ID"]
             assert str(tmp_path) not in response.text
-    assert any(str(missing) in record.getMessage() or str(missing) in str(record.exc_info)
-               for record in caplog.records)
+    assert any(str(missing) in record.getMessage() or str(missing) in str(record.exc_info) for record in caplog.records)
 
 
 class BrokenPipeline(Pipeline):
@@ -470,9 +499,22 @@ def test_our_own_bug_is_a_500_with_a_request_id(tiny_onnx, caplog):
 
 def test_serve_refuses_a_public_address_without_token():
     run = subprocess.run(
-        [sys.executable, "-m", "remote.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
-         "--model", str(TINY_MODEL)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "remote.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--model",
+            str(TINY_MODEL),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={k: v for k, v in os.environ.items() if k != "IMAGE_TO_3D_TOKEN"},
     )
     assert run.returncode == 2
@@ -488,24 +530,43 @@ def test_settings_come_from_the_environment_and_flags_override_them(monkeypatch)
     from remote.cli import build_parser
     from remote.server.cli import settings_from_args
 
-    for name, value in {"IMAGE_TO_3D_MODEL": "/models/a", "IMAGE_TO_3D_DEVICE": "cpu",
-                        "IMAGE_TO_3D_QUEUE_SIZE": "2", "IMAGE_TO_3D_MAX_BODY_BYTES": "1_000_000",
-                        "IMAGE_TO_3D_PRECISION": "fast", "IMAGE_TO_3D_TOKEN": "env-token-123"}.items():
+    for name, value in {
+        "IMAGE_TO_3D_MODEL": "/models/a",
+        "IMAGE_TO_3D_DEVICE": "cpu",
+        "IMAGE_TO_3D_QUEUE_SIZE": "2",
+        "IMAGE_TO_3D_MAX_BODY_BYTES": "1_000_000",
+        "IMAGE_TO_3D_PRECISION": "fast",
+        "IMAGE_TO_3D_TOKEN": "env-token-123",
+    }.items():
         monkeypatch.setenv(name, value)
     from_env = settings_from_args(build_parser().parse_args(["serve"]))
-    assert (from_env.model, from_env.device, from_env.queue_size, from_env.max_body_bytes,
-            from_env.precision, from_env.token) == ("/models/a", "cpu", 2, 1_000_000, "fast", "env-token-123")
+    assert (
+        from_env.model,
+        from_env.device,
+        from_env.queue_size,
+        from_env.max_body_bytes,
+        from_env.precision,
+        from_env.token,
+    ) == ("/models/a", "cpu", 2, 1_000_000, "fast", "env-token-123")
     flags = ["serve", "--model", "/models/b", "--queue-size", "0", "--max-body-bytes", "500", "--exact"]
     overridden = settings_from_args(build_parser().parse_args(flags))
     assert (overridden.model, overridden.queue_size, overridden.max_body_bytes, overridden.precision) == (
-        "/models/b", 0, 500, "float32")
+        "/models/b",
+        0,
+        500,
+        "float32",
+    )
     assert overridden.token == "env-token-123" and "env-token-123" not in repr(overridden)
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "words"),
-    [("IMAGE_TO_3D_QUEUE_SIZE", "many", "whole number"), ("IMAGE_TO_3D_QUEUE_SIZE", "-1", "at least 0"),
-     ("IMAGE_TO_3D_MAX_PIXELS", "0", "at least 1"), ("IMAGE_TO_3D_PRECISION", "half", "precision")],
+    [
+        ("IMAGE_TO_3D_QUEUE_SIZE", "many", "whole number"),
+        ("IMAGE_TO_3D_QUEUE_SIZE", "-1", "at least 0"),
+        ("IMAGE_TO_3D_MAX_PIXELS", "0", "at least 1"),
+        ("IMAGE_TO_3D_PRECISION", "half", "precision"),
+    ],
 )
 def test_bad_settings_are_refused_with_their_name(monkeypatch, variable, value, words):
     monkeypatch.setenv(variable, value)
@@ -522,12 +583,19 @@ def test_openapi_documents_the_binary_body_and_is_off_with_a_token(server, secur
     schema = requests.get(server + "/openapi.json", timeout=5).json()
     generate = schema["paths"]["/v1/generate"]["post"]
     assert set(generate["requestBody"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
-    assert generate["responses"]["200"]["content"] == {"model/gltf-binary": {"schema": {"type": "string",
-                                                                                          "format": "binary"}}}
+    assert generate["responses"]["200"]["content"] == {
+        "model/gltf-binary": {"schema": {"type": "string", "format": "binary"}}
+    }
     assert {"Server-Timing", "X-Mesh-Vertices", "X-Mesh-Faces"} <= set(generate["responses"]["200"]["headers"])
     assert {"400", "401", "413", "415", "422", "500", "503"} <= set(generate["responses"])
     assert {p["name"] for p in generate["parameters"]} == {
-        "resolution", "threshold", "foreground_ratio", "remove_background", "target_faces", "texture_size"}
+        "resolution",
+        "threshold",
+        "foreground_ratio",
+        "remove_background",
+        "target_faces",
+        "texture_size",
+    }
     assert "security" not in generate
     for path in ("/openapi.json", "/docs", "/redoc"):  # a server with a token gives strangers no map
         assert requests.get(secured + path, timeout=5).status_code == 404

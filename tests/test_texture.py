@@ -285,7 +285,10 @@ def test_charts_made_again_like_before_equal_charts_made_afresh():
     first = box_charts(mesh.vertices, mesh.faces)
     alone = np.zeros(len(mesh.faces), dtype=bool)
     alone[::7] = True
-    again, fresh = box_charts(mesh.vertices, mesh.faces, alone, like=first), box_charts(mesh.vertices, mesh.faces, alone)
+    again, fresh = (
+        box_charts(mesh.vertices, mesh.faces, alone, like=first),
+        box_charts(mesh.vertices, mesh.faces, alone),
+    )
     assert again.count == fresh.count > first.count
     for name in ("uv", "vertex_map", "faces", "face_chart"):
         np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
@@ -309,7 +312,8 @@ def test_shelves_and_bounds_match_the_plain_algorithms():
             ends = np.cumsum(widths[start : start + size])
             fitting = int(np.searchsorted(ends, size, side="right"))
             expected[start : start + fitting] = np.stack(
-                [ends[:fitting] - widths[start : start + fitting], np.full(fitting, top)], axis=1)
+                [ends[:fitting] - widths[start : start + fitting], np.full(fitting, top)], axis=1
+            )
             top += int(heights[start])
             start += fitting
         got = _shelves(widths, heights, size)

@@ -22,8 +22,14 @@ from remote.server.settings import MAKE_TOKEN, MIN_TOKEN_LENGTH, ServerSettings,
 pytestmark = pytest.mark.slow  # starts the real `serve` command
 
 GOOD_TOKEN = "0123456789abcdef"  # exactly MIN_TOKEN_LENGTH characters
-BAD_TOKENS = {"empty": "", "blank": "   ", "newline": "\n", "tab and newline": "\t\n",
-              "short": "abc123", "short after stripping": f"  {GOOD_TOKEN[:-1]}\n"}
+BAD_TOKENS = {
+    "empty": "",
+    "blank": "   ",
+    "newline": "\n",
+    "tab and newline": "\t\n",
+    "short": "abc123",
+    "short after stripping": f"  {GOOD_TOKEN[:-1]}\n",
+}
 
 
 def _never_loaded() -> None:
@@ -36,9 +42,25 @@ def _serve(host: str, token: str | None, extra_env: dict[str, str] | None = None
         env["IMAGE_TO_3D_TOKEN"] = token
     env.update(extra_env or {})
     return subprocess.run(
-        [sys.executable, "-m", "remote.cli", "serve", "--host", host, "--port", str(free_port()),
-         "--model", str(TINY_MODEL), "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+        [
+            sys.executable,
+            "-m",
+            "remote.cli",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(free_port()),
+            "--model",
+            str(TINY_MODEL),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -115,13 +137,13 @@ def test_the_documented_token_command_makes_a_token_and_its_check_catches_an_emp
     if shutil.which("uv") is None:
         pytest.skip("uv is not on PATH")
     text = (ROOT / "docs" / "deploy.md").read_text()
-    make, check = (next(line for line in text.splitlines() if line.startswith(start))
-                   for start in ("TOKEN=$(", "[ ${#TOKEN}"))
+    make, check = (
+        next(line for line in text.splitlines() if line.startswith(start)) for start in ("TOKEN=$(", "[ ${#TOKEN}")
+    )
     assert make.split("$(", 1)[1].rstrip(")") == MAKE_TOKEN  # the command the server's error names
     assert make.split(" #")[0].strip() in (ROOT / "README.md").read_text()
 
-    made = subprocess.run(["bash", "-c", f"{make}\n{check}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    made = subprocess.run(["bash", "-c", f"{make}\n{check}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     empty = subprocess.run(["bash", "-c", f"TOKEN=$(true)\n{check}"], capture_output=True, text=True, timeout=30)
 
     token = made.stdout.split("token: ", 1)[1].strip()

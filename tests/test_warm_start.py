@@ -16,8 +16,11 @@ def test_cpu_half_then_device_half_give_a_working_pipeline(tmp_path):
     model = warm_start.load_on_cpu(TINY_MODEL)
     assert next(model.parameters()).device.type == "cpu"
     pipeline = warm_start.finish_on_device(
-        model, device="cpu", rembg_model_path=build_tiny_u2net(tmp_path / "u2net.onnx"),
-        model_source="stabilityai/TripoSR", revision="abc123",
+        model,
+        device="cpu",
+        rembg_model_path=build_tiny_u2net(tmp_path / "u2net.onnx"),
+        model_source="stabilityai/TripoSR",
+        revision="abc123",
     )
     assert pipeline.remover._session is not None  # opened during warm-up, not on the first request
     assert pipeline.info["model"] == "stabilityai/TripoSR" and pipeline.info["revision"] == "abc123"
@@ -56,13 +59,21 @@ def test_start_up_phases_are_timed_and_logged(tmp_path, caplog):
         warm_start.import_heavy_modules(times)
         model = warm_start.load_on_cpu(TINY_MODEL, times)
         pipeline = warm_start.finish_on_device(
-            model, device="cpu", rembg_model_path=build_tiny_u2net(tmp_path / "u2net.onnx"),
-            model_source="stabilityai/TripoSR", revision=None, times=times,
+            model,
+            device="cpu",
+            rembg_model_path=build_tiny_u2net(tmp_path / "u2net.onnx"),
+            model_source="stabilityai/TripoSR",
+            revision=None,
+            times=times,
         )
 
     assert list(times.phases) == [
-        "imports", "read weights", "weights into process memory", "model to device",
-        "background removal session", "background removal first mask (cpu)",
+        "imports",
+        "read weights",
+        "weights into process memory",
+        "model to device",
+        "background removal session",
+        "background removal first mask (cpu)",
         "pipeline warm-up (kernels, CUDA graph)",
     ]
     assert all(seconds >= 0 for seconds in times.phases.values())

@@ -57,8 +57,11 @@ def test_a_missing_or_misshapen_tensor_is_refused():
     assert "config.yaml" in error.value.message
     misshapen = dict(state, extra=torch.empty(1, device="meta"))
     misshapen["decoder.layers.0.weight"] = torch.empty(64, 121, device="meta")
-    with pytest.raises(ModelLoadError, match=r"1 unexpected: extra; 1 wrong shape: decoder.layers.0.weight \(64, 121\) "
-                       r"instead of \(64, 120\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"1 unexpected: extra; 1 wrong shape: decoder.layers.0.weight \(64, 121\) "
+        r"instead of \(64, 120\)",
+    ):
         model_from_state_dict(misshapen, device="meta")
     renamed = {name.replace("transformer_blocks", "blocks"): tensor for name, tensor in state.items()}
     with pytest.raises(ModelLoadError, match=r"320 missing: .* and 317 more; 320 unexpected"):
@@ -110,12 +113,18 @@ def test_config_numbers_are_read_whatever_yaml_makes_of_them(tmp_path):
 
 
 def test_config_interpolations_resolve_in_the_published_form(tmp_path):
-    path = _tiny_config_with(tmp_path, "backbone:\n  in_channels: 64", "backbone:\n  in_channels: ${tokenizer.num_channels}")
+    path = _tiny_config_with(
+        tmp_path, "backbone:\n  in_channels: 64", "backbone:\n  in_channels: ${tokenizer.num_channels}"
+    )
     assert load_config(path).backbone.in_channels == 64
-    path = _tiny_config_with(tmp_path, "backbone:\n  in_channels: 64", "backbone:\n  in_channels: ${tokenizer.channels}")
+    path = _tiny_config_with(
+        tmp_path, "backbone:\n  in_channels: 64", "backbone:\n  in_channels: ${tokenizer.channels}"
+    )
     with pytest.raises(ModelLoadError, match=r"refers to \$\{tokenizer.channels\}, which it does not define"):
         load_config(path)
-    path = _tiny_config_with(tmp_path, "backbone:\n  in_channels: 64", "backbone:\n  in_channels: ${backbone.in_channels}")
+    path = _tiny_config_with(
+        tmp_path, "backbone:\n  in_channels: 64", "backbone:\n  in_channels: ${backbone.in_channels}"
+    )
     with pytest.raises(ModelLoadError, match="refers to itself"):
         load_config(path)
 
@@ -127,7 +136,11 @@ def test_config_interpolations_resolve_in_the_published_form(tmp_path):
         ("plane_size: 4", "plane_size: four", "tokenizer.plane_size must be a whole number, not 'four'"),
         ("qkv_bias: true", "qkv_bias: 1", "vit.qkv_bias must be true or false"),
         ("num_layers: 2", "num_layers: 2.5", "backbone.num_layers must be a whole number"),
-        ("post_processor:\n  in_channels: 64", "post_processor:\n  in_channels: 32", "must equal tokenizer.num_channels"),
+        (
+            "post_processor:\n  in_channels: 64",
+            "post_processor:\n  in_channels: 32",
+            "must equal tokenizer.num_channels",
+        ),
         ("decoder:\n  in_channels: 24", "decoder:\n  in_channels: 16", "decoder.in_channels must be 3 x"),
         ("feature_reduction: concat", "feature_reduction: mean", "feature_reduction 'mean' .only concat"),
         ("density_activation: exp", "density_activation: softplus", "density_activation 'softplus'"),
@@ -202,7 +215,9 @@ def test_corrupt_weights_are_refused(tmp_path):
 
 
 def test_wrong_config_is_refused(tmp_path):
-    (tmp_path / "config.yaml").write_text((TINY_MODEL / "config.yaml").read_text().replace("n_neurons: 16", "n_neurons: 32"))
+    (tmp_path / "config.yaml").write_text(
+        (TINY_MODEL / "config.yaml").read_text().replace("n_neurons: 16", "n_neurons: 32")
+    )
     shutil.copy(TINY_MODEL / "model.safetensors", tmp_path / "model.safetensors")
     with pytest.raises(ModelLoadError, match="published layout"):
         load_model(tmp_path, device="cpu")
@@ -268,7 +283,9 @@ def _load_from_hub_offline(cache: Path, *expected: dict[str, str]) -> list[str]:
 def test_hub_download_uses_the_pinned_revision_and_checks_sha256(tmp_path, ckpt_folder):
     cache = tmp_path / "hub"
     _populate_hub_cache(cache, ckpt_folder, TRIPOSR_REVISION)
-    digests = {name: hashlib.sha256((ckpt_folder / name).read_bytes()).hexdigest() for name in ("config.yaml", "model.ckpt")}
+    digests = {
+        name: hashlib.sha256((ckpt_folder / name).read_bytes()).hexdigest() for name in ("config.yaml", "model.ckpt")
+    }
     loaded, refused, wrong_ckpt = _load_from_hub_offline(
         cache, digests, {}, {"config.yaml": digests["config.yaml"], "model.ckpt": "0" * 64}
     )
@@ -287,4 +304,6 @@ def test_hub_download_at_another_revision_is_not_used(tmp_path, ckpt_folder):
     cache = tmp_path / "hub"
     _populate_hub_cache(cache, ckpt_folder, "0" * 40)
     (output,) = _load_from_hub_offline(cache, {})
-    assert output.startswith("ERROR Could not download config.yaml of stabilityai/TripoSR at revision " + TRIPOSR_REVISION)
+    assert output.startswith(
+        "ERROR Could not download config.yaml of stabilityai/TripoSR at revision " + TRIPOSR_REVISION
+    )

@@ -19,7 +19,6 @@ from image_to_3d_dev.paths import EXAMPLES
 from remote.preprocess import prepare_image
 
 
-
 def compare(name: str) -> dict[str, float]:
     cut = PIL.Image.open(EXAMPLES / f"{name}.png").convert("RGBA")
     mask = cut.getchannel("A")

@@ -33,10 +33,17 @@ def main() -> None:
     rows = []
     for name, data in preprocess_images().items():
         pillow, pillow_ms = median_ms(lambda: np.asarray(PIL.Image.open(io.BytesIO(data))), args.runs)
-        opencv, opencv_ms = median_ms(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), args.runs)
+        opencv, opencv_ms = median_ms(
+            lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), args.runs
+        )
         bgra = pillow[..., [2, 1, 0, 3]] if pillow.shape[-1] == 4 else pillow[..., ::-1]
-        row = {"image": name, "shape": list(pillow.shape), "pillow_ms": round(pillow_ms, 2),
-               "opencv_ms": round(opencv_ms, 2), "opencv_same": bool(np.array_equal(bgra, opencv))}
+        row = {
+            "image": name,
+            "shape": list(pillow.shape),
+            "pillow_ms": round(pillow_ms, 2),
+            "opencv_ms": round(opencv_ms, 2),
+            "opencv_same": bool(np.array_equal(bgra, opencv)),
+        }
         if pyspng is not None:
             spng, spng_ms = median_ms(lambda: pyspng.load(data), args.runs)
             row |= {"pyspng_ms": round(spng_ms, 2), "pyspng_same": bool(np.array_equal(pillow, spng))}
@@ -46,8 +53,10 @@ def main() -> None:
         return
     for row in rows:
         extra = f" pyspng {row['pyspng_ms']:8.2f} (same {row['pyspng_same']})" if "pyspng_ms" in row else ""
-        print(f"{row['image']:26s} {'x'.join(map(str, row['shape'])):>12s} pillow {row['pillow_ms']:8.2f} "
-              f"opencv {row['opencv_ms']:8.2f} (same {row['opencv_same']}){extra}")
+        print(
+            f"{row['image']:26s} {'x'.join(map(str, row['shape'])):>12s} pillow {row['pillow_ms']:8.2f} "
+            f"opencv {row['opencv_ms']:8.2f} (same {row['opencv_same']}){extra}"
+        )
 
 
 if __name__ == "__main__":

@@ -161,8 +161,10 @@ def print_summary(tables: dict, device: torch.device) -> None:
     """One row per configuration: model time, then each scene's code error and surface mean, and
     the surface mean over the scenes."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {name}; surface moved (voxels, mean) by the configuration's scene code: float32 field, "
-          "dense grid, against float32; code = scene code's relative error")
+    print(
+        f"device: {name}; surface moved (voxels, mean) by the configuration's scene code: float32 field, "
+        "dense grid, against float32; code = scene code's relative error"
+    )
     scenes = list(tables)
     header = f"{'configuration':<50}{'model ms':>9}" + "".join(f"{s[:10] + ' code':>16}{'surface':>9}" for s in scenes)
     print(header + f"{'mean':>8}")
@@ -179,8 +181,12 @@ def print_summary(tables: dict, device: torch.device) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    parser.add_argument("--images", nargs="+", default=[str(EXAMPLES / "chair.png")],
-                        help="one fitted scene per image (the random ViT and transformer see each)")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=[str(EXAMPLES / "chair.png")],
+        help="one fitted scene per image (the random ViT and transformer see each)",
+    )
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--fit-sharpness", type=float, default=30.0, help="as benchmarks/pipeline.py")

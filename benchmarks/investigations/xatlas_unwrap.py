@@ -45,7 +45,9 @@ def main() -> None:
 
     start = time.perf_counter()
     charts = box_charts(mesh.vertices, mesh.faces)
-    folded = folded_faces(torch.from_numpy(charts.uv), torch.from_numpy(charts.faces), torch.from_numpy(charts.face_chart))
+    folded = folded_faces(
+        torch.from_numpy(charts.uv), torch.from_numpy(charts.faces), torch.from_numpy(charts.face_chart)
+    )
     uv = pack(charts, args.size)
     print(f"ours (box charts, folds, shelves): {time.perf_counter() - start:.2f} s, {charts.count} charts, "
           f"{int(folded.sum())} folded faces")  # fmt: skip

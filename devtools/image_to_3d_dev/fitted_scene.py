@@ -287,7 +287,9 @@ def _check_float32(model: TripoSR) -> None:
     """The fit is the float32 reference: its planes and weights must not carry the fast path's rounding."""
     dtypes = {parameter.dtype for parameter in model.parameters()}
     if dtypes != {torch.float32}:
-        raise ValueError(f"fit a float32 model (remote.precision.apply_policy after fitting); it has {sorted(map(str, dtypes))}")
+        raise ValueError(
+            f"fit a float32 model (remote.precision.apply_policy after fitting); it has {sorted(map(str, dtypes))}"
+        )
 
 
 def _cosine(step: int, steps: int) -> float:

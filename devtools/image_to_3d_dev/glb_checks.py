@@ -81,7 +81,9 @@ def realistic_mesh(resolution: int, image: Path) -> Mesh:
 def blender_import(paths: list[Path], runs: int) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-c", BLENDER_IMPORT, str(runs), *map(str, paths)],
-        capture_output=True, text=True, timeout=1200,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     if run.returncode != 0:
         raise SystemExit(f"Blender exited with {run.returncode}:\n{run.stderr[-3000:]}")

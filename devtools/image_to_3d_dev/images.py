@@ -27,8 +27,9 @@ def backdrop(size: tuple[int, int], seed: int = 0) -> PIL.Image.Image:
 def preprocess_images() -> dict[str, bytes]:
     """PNG bytes by name: the cut-out examples (not the opaque teapot), the upstream-preprocess
     fixtures, and a 4000 x 3000 cut-out (the chair enlarged, a translucent disc beside it)."""
-    found = {path.stem: path.read_bytes() for path in sorted(EXAMPLES.glob("*.png"))
-             if path.stem != "teapot"}  # the teapot is opaque: it would go through rembg
+    found = {
+        path.stem: path.read_bytes() for path in sorted(EXAMPLES.glob("*.png")) if path.stem != "teapot"
+    }  # the teapot is opaque: it would go through rembg
     found |= {path.stem: path.read_bytes() for path in sorted((FIXTURES / "upstream_preprocess").glob("*.png"))}
     big = PIL.Image.new("RGBA", (4000, 3000), (0, 0, 0, 0))
     chair = PIL.Image.open(EXAMPLES / "chair.png").convert("RGBA").resize((2400, 2400))

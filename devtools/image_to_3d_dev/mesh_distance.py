@@ -83,9 +83,7 @@ def components(vertices: np.ndarray, faces: np.ndarray) -> tuple[int, np.ndarray
     return connected_components(graph, directed=False)
 
 
-def missing_parts(
-    vertices: np.ndarray, faces: np.ndarray, distance_to_other: np.ndarray, voxel: float
-) -> list[float]:
+def missing_parts(vertices: np.ndarray, faces: np.ndarray, distance_to_other: np.ndarray, voxel: float) -> list[float]:
     """Areas (voxel^2) of the components of this mesh that the other mesh lacks, largest first."""
     count, labels = components(vertices, faces)
     far = distance_to_other > MISSING_DISTANCE * voxel

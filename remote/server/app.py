@@ -80,8 +80,11 @@ def default_loader(settings: ServerSettings) -> Callable[[], Pipeline]:
 
     def load() -> Pipeline:
         pipeline = Pipeline.load(
-            model=settings.model, device=settings.device, rembg_model_path=settings.rembg_model,
-            max_pixels=settings.max_pixels, precision=settings.precision,
+            model=settings.model,
+            device=settings.device,
+            rembg_model_path=settings.rembg_model,
+            max_pixels=settings.max_pixels,
+            precision=settings.precision,
         )
         pipeline.open_background_removal()  # degraded, not dead, when rembg cannot load
         pipeline.warm_up()
@@ -202,7 +205,9 @@ def create_app(
                 watch.stop()
 
         try:
-            body = await read_body(request.receive, settings.max_body_bytes, lambda: _too_large(settings.max_body_bytes))
+            body = await read_body(
+                request.receive, settings.max_body_bytes, lambda: _too_large(settings.max_body_bytes)
+            )
             watch = DisconnectWatch(request.receive)
             result = await run_in_threadpool(current.generate, body, options, watch.gone)
             del body
@@ -234,7 +239,9 @@ def _query_options() -> Callable[..., GenerateOptions]:
     query_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             inspect.Parameter(
-                option.name, inspect.Parameter.KEYWORD_ONLY, annotation=option.annotation,
+                option.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=option.annotation,
                 default=Query(option.default, description=option.help, **option.query_constraints()),
             )
             for option in declared.OPTIONS
@@ -248,22 +255,32 @@ def _token_check(token: str) -> Callable[..., Awaitable[None]]:
     expected = token.encode()
     scheme = HTTPBearer(auto_error=False, description=f"the server's {TOKEN_VARIABLE}")
 
-    async def check_token(
-        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(scheme)
-    ) -> None:
+    async def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
         challenge = {"WWW-Authenticate": "Bearer"}
         sent = request.headers.getlist("authorization")
         if not sent:
-            raise ApiError(401, "unauthorized",
-                           "This server needs an access token: send 'Authorization: Bearer <token>'.", challenge)
+            raise ApiError(
+                401,
+                "unauthorized",
+                "This server needs an access token: send 'Authorization: Bearer <token>'.",
+                challenge,
+            )
         if len(sent) > 1:  # which one counts would depend on the proxy in between: refuse both
-            raise ApiError(401, "unauthorized",
-                           "Send exactly one Authorization header ('Authorization: Bearer <token>').", challenge)
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Send exactly one Authorization header ('Authorization: Bearer <token>').",
+                challenge,
+            )
         given = credentials.credentials.encode() if credentials is not None else b""
         if not hmac.compare_digest(given, expected):
-            raise ApiError(401, "unauthorized",
-                           "The access token is wrong; check the token in your settings "
-                           "(the header must read 'Authorization: Bearer <token>').", challenge)
+            raise ApiError(
+                401,
+                "unauthorized",
+                "The access token is wrong; check the token in your settings "
+                "(the header must read 'Authorization: Bearer <token>').",
+                challenge,
+            )
 
     return check_token
 
@@ -272,16 +289,20 @@ async def _check_content_type(request: Request) -> None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ACCEPTED_TYPES:
         raise ApiError(
-            415, "unsupported_media_type",
+            415,
+            "unsupported_media_type",
             f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)} (got {kind or 'none'}); "
             "send the PNG, JPEG or WebP file itself as the request body.",
         )
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large",
-                    f"The request body is over the server's limit of {limit:,} bytes; send a smaller image "
-                    "(or raise the limit with --max-body-bytes).")
+    return ApiError(
+        413,
+        "body_too_large",
+        f"The request body is over the server's limit of {limit:,} bytes; send a smaller image "
+        "(or raise the limit with --max-body-bytes).",
+    )
 
 
 def _size_check(limit: int) -> Callable[[Request], Awaitable[None]]:
@@ -295,8 +316,9 @@ def _size_check(limit: int) -> Callable[[Request], Awaitable[None]]:
 
 
 def _busy(retry_after_s: int) -> ApiError:
-    return ApiError(503, "busy", "The server is busy with other requests; retry shortly.",
-                    {"Retry-After": str(retry_after_s)})
+    return ApiError(
+        503, "busy", "The server is busy with other requests; retry shortly.", {"Retry-After": str(retry_after_s)}
+    )
 
 
 def _available_pipeline(holder: PipelineHolder, retry_after_s: int) -> Pipeline:
@@ -305,8 +327,12 @@ def _available_pipeline(holder: PipelineHolder, retry_after_s: int) -> Pipeline:
         return holder.pipeline
     if holder.error:
         raise ApiError(500, "model_load_failed", LOAD_FAILED)
-    raise ApiError(503, "loading", "The model is still loading (the GPU is warming up); retry shortly.",
-                   {"Retry-After": str(retry_after_s)})
+    raise ApiError(
+        503,
+        "loading",
+        "The model is still loading (the GPU is warming up); retry shortly.",
+        {"Retry-After": str(retry_after_s)},
+    )
 
 
 def _generate_responses() -> dict[int | str, dict[str, Any]]:
@@ -317,8 +343,10 @@ def _generate_responses() -> dict[int | str, dict[str, Any]]:
             "description": "The mesh as binary glTF.",
             "content": {GLB_TYPE: {"schema": {"type": "string", "format": "binary"}}},
             "headers": {
-                "Server-Timing": {"description": "one `stage;dur=<ms>` entry per pipeline stage",
-                                  "schema": {"type": "string"}},
+                "Server-Timing": {
+                    "description": "one `stage;dur=<ms>` entry per pipeline stage",
+                    "schema": {"type": "string"},
+                },
                 "X-Mesh-Vertices": {"description": "vertex count", "schema": {"type": "integer"}},
                 "X-Mesh-Faces": {"description": "triangle count", "schema": {"type": "integer"}},
             },
@@ -333,7 +361,7 @@ def _generate_responses() -> dict[int | str, dict[str, Any]]:
         422: "An option is out of range (invalid_option)",
         500: "Our bug; the body carries the request id (internal_error, model_load_failed)",
         503: "Busy, model still loading, or GPU out of memory; see Retry-After (busy, loading, gpu_out_of_memory); "
-             "or background removal unavailable on this server (background_removal_unavailable, no Retry-After)",
+        "or background removal unavailable on this server (background_removal_unavailable, no Retry-After)",
     }.items():
         responses[status] = {"description": text, "content": error}
     retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}

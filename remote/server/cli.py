@@ -32,24 +32,52 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     add_model_arguments(serve)
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 20000000)")
-    serve.add_argument("--max-pixels", type=int,
-                       help="largest decoded image, width x height (default 16000000; big JPEGs decode reduced)")
-    serve.add_argument("--queue-size", type=int,
-                       help="requests that may wait while one runs; more get 503 busy (default 4)")
-    serve.add_argument("--retry-after", type=int, dest="retry_after_s",
-                       help="seconds a 503 answer tells the client to wait (default 5)")
-    serve.add_argument("--header-timeout", type=float, dest="header_timeout_s",
-                       help="seconds for a request's line and headers to arrive (default 10)")
-    serve.add_argument("--body-timeout", type=float, dest="body_timeout_s",
-                       help="seconds for a whole request body to arrive (default 60)")
-    serve.add_argument("--body-min-rate", type=int,
-                       help="bytes per second a body must average after 5 s; 0: no minimum (default 50000)")
-    serve.add_argument("--send-timeout", type=float, dest="send_timeout_s",
-                       help="seconds a client may read nothing of its answer before it is dropped (default 30)")
-    serve.add_argument("--keep-alive-timeout", type=float, dest="keep_alive_s",
-                       help="seconds an idle connection stays open between requests (default 5)")
-    serve.add_argument("--max-connections", type=int,
-                       help="open connections; beyond this a request gets 503 busy (default 256)")
+    serve.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest decoded image, width x height (default 16000000; big JPEGs decode reduced)",
+    )
+    serve.add_argument(
+        "--queue-size", type=int, help="requests that may wait while one runs; more get 503 busy (default 4)"
+    )
+    serve.add_argument(
+        "--retry-after",
+        type=int,
+        dest="retry_after_s",
+        help="seconds a 503 answer tells the client to wait (default 5)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        dest="header_timeout_s",
+        help="seconds for a request's line and headers to arrive (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        dest="body_timeout_s",
+        help="seconds for a whole request body to arrive (default 60)",
+    )
+    serve.add_argument(
+        "--body-min-rate",
+        type=int,
+        help="bytes per second a body must average after 5 s; 0: no minimum (default 50000)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        type=float,
+        dest="send_timeout_s",
+        help="seconds a client may read nothing of its answer before it is dropped (default 30)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        dest="keep_alive_s",
+        help="seconds an idle connection stays open between requests (default 5)",
+    )
+    serve.add_argument(
+        "--max-connections", type=int, help="open connections; beyond this a request gets 503 busy (default 256)"
+    )
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     # None marks "not given" so the environment applies (add_model_arguments has its own defaults).
     serve.set_defaults(run=run_serve, model=None, device=None, rembg_model=None, precision=None)
@@ -57,22 +85,24 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """ServerSettings from the environment, with the flags that were given in place."""
-    return ServerSettings.with_overrides({
-        "model": args.model,
-        "device": args.device,
-        "rembg_model": str(args.rembg_model) if args.rembg_model else None,
-        "precision": args.precision,
-        "max_body_bytes": args.max_body_bytes,
-        "max_pixels": args.max_pixels,
-        "queue_size": args.queue_size,
-        "retry_after_s": args.retry_after_s,
-        "header_timeout_s": args.header_timeout_s,
-        "body_timeout_s": args.body_timeout_s,
-        "body_min_rate": args.body_min_rate,
-        "send_timeout_s": args.send_timeout_s,
-        "keep_alive_s": args.keep_alive_s,
-        "max_connections": args.max_connections,
-    })
+    return ServerSettings.with_overrides(
+        {
+            "model": args.model,
+            "device": args.device,
+            "rembg_model": str(args.rembg_model) if args.rembg_model else None,
+            "precision": args.precision,
+            "max_body_bytes": args.max_body_bytes,
+            "max_pixels": args.max_pixels,
+            "queue_size": args.queue_size,
+            "retry_after_s": args.retry_after_s,
+            "header_timeout_s": args.header_timeout_s,
+            "body_timeout_s": args.body_timeout_s,
+            "body_min_rate": args.body_min_rate,
+            "send_timeout_s": args.send_timeout_s,
+            "keep_alive_s": args.keep_alive_s,
+            "max_connections": args.max_connections,
+        }
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -110,7 +140,10 @@ def run_serve(args: argparse.Namespace) -> int:
     else:
         auth = f"no token ({TOKEN_VARIABLE} unset): listening on loopback only"
     files = raise_file_limit(settings.max_connections)
-    print(f"image-to-3d serving on http://{args.host}:{args.port} ({auth}); model {settings.model}; "
-          f"up to {settings.max_connections} connections (open-file limit {files})", flush=True)
+    print(
+        f"image-to-3d serving on http://{args.host}:{args.port} ({auth}); model {settings.model}; "
+        f"up to {settings.max_connections} connections (open-file limit {files})",
+        flush=True,
+    )
     uvicorn.Server(uvicorn_config(create_app(settings), settings, args.host, args.port, args.log_level)).run()
     return 0

@@ -39,8 +39,12 @@ log = logging.getLogger("image_to_3d.server")
 def _raw_error(status: int, reason: str, code: str, message: str, headers: dict[str, str]) -> bytes:
     """One complete HTTP/1.1 error answer in the API's JSON shape, closing the connection."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    lines = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
-             f"content-length: {len(body)}", "connection: close"]
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+    ]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -96,11 +100,16 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
         if self._request_begun:  # a request began but its headers did not finish: say why we close
-            self.transport.write(_raw_error(
-                408, "Request Timeout", "header_timeout",
-                f"The request headers did not arrive within {self.header_timeout_s:g} s; send the whole "
-                "request at once and retry.", {},
-            ))
+            self.transport.write(
+                _raw_error(
+                    408,
+                    "Request Timeout",
+                    "header_timeout",
+                    f"The request headers did not arrive within {self.header_timeout_s:g} s; send the whole "
+                    "request at once and retry.",
+                    {},
+                )
+            )
             log.info("closed a connection whose request headers took over %g s", self.header_timeout_s)
         self.transport.close()
 
@@ -135,25 +144,41 @@ class GuardedH11Protocol(H11Protocol):
     # -- the cap --------------------------------------------------------------------------------
 
     async def _over_capacity(self, scope: Any, receive: Any, send: Any) -> None:
-        body = json.dumps({"error": {
-            "code": "busy",
-            "message": f"The server has too many open connections ({self.max_connections}); retry shortly.",
-        }}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"), (b"retry-after", str(self.retry_after_s).encode()),
-        ]})
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "busy",
+                    "message": f"The server has too many open connections ({self.max_connections}); retry shortly.",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    (b"retry-after", str(self.retry_after_s).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 def guarded_protocol(settings: ServerSettings) -> type[GuardedH11Protocol]:
     """GuardedH11Protocol with the deadlines and the cap of `settings`."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {
-        "header_timeout_s": settings.header_timeout_s,
-        "send_timeout_s": settings.send_timeout_s,
-        "max_connections": settings.max_connections,
-        "retry_after_s": settings.retry_after_s,
-    })
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {
+            "header_timeout_s": settings.header_timeout_s,
+            "send_timeout_s": settings.send_timeout_s,
+            "max_connections": settings.max_connections,
+            "retry_after_s": settings.retry_after_s,
+        },
+    )
 
 
 FILES_PER_CONNECTION = 4  # the cap's connections, with room for the model's files, logs and threads
@@ -174,7 +199,8 @@ def raise_file_limit(max_connections: int) -> int:
     if soft != resource.RLIM_INFINITY and soft < FILES_PER_CONNECTION * max_connections:
         log.warning(
             "the open-file limit (%d) is low for %d connections; lower --max-connections or raise `ulimit -n`",
-            soft, max_connections,
+            soft,
+            max_connections,
         )
     return int(soft)
 
@@ -182,7 +208,10 @@ def raise_file_limit(max_connections: int) -> int:
 def uvicorn_config(app: Any, settings: ServerSettings, host: str, port: int, log_level: str) -> uvicorn.Config:
     """The uvicorn configuration `serve` runs: the guarded protocol and uvicorn's own limits."""
     return uvicorn.Config(
-        app, host=host, port=port, log_level=log_level,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
         access_log=False,  # the app logs one line per request itself, with its request id
         http=guarded_protocol(settings),
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works

@@ -164,17 +164,20 @@ class RequestContextMiddleware:
         except BodyTimeout:
             if not status:
                 await error_response(
-                    408, "body_timeout",
+                    408,
+                    "body_timeout",
                     f"The request body did not arrive in time (all of it within {self.body_limits.timeout_s:g} s, "
                     f"at least {self.body_limits.min_rate:,} bytes/s); retry on a faster connection or send a "
-                    "smaller image.", request_id,
+                    "smaller image.",
+                    request_id,
                 )(scope, receive_noting_disconnect, send_with_id)
         except Exception:
             log.exception("request %s failed with an internal error", request_id)
             if status:  # the answer had already begun; the server closes the connection
                 raise
             response = error_response(
-                500, "internal_error",
+                500,
+                "internal_error",
                 f"Internal server error (request id {request_id}); please report it with this id.",
                 request_id,
             )
@@ -184,6 +187,11 @@ class RequestContextMiddleware:
             if left_early or scope["state"].get("client_stopped_reading"):
                 status = CLIENT_CLOSED_REQUEST
             log.info(
-                "%s %s %s %d %.0f ms%s", request_id, scope["method"], scope["path"], status,
-                (time.perf_counter() - start) * 1000, f" stages {stages}" if stages else "",
+                "%s %s %s %d %.0f ms%s",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - start) * 1000,
+                f" stages {stages}" if stages else "",
             )

@@ -86,16 +86,22 @@ class ServerSettings:
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
         minimums = {
-            "max_body_bytes": 1, "max_pixels": 1, "queue_size": 0, "retry_after_s": 1, "header_timeout_s": 0.1,
-            "body_timeout_s": 0.1, "body_min_rate": 0, "send_timeout_s": 0.1, "keep_alive_s": 0.1,
+            "max_body_bytes": 1,
+            "max_pixels": 1,
+            "queue_size": 0,
+            "retry_after_s": 1,
+            "header_timeout_s": 0.1,
+            "body_timeout_s": 0.1,
+            "body_min_rate": 0,
+            "send_timeout_s": 0.1,
+            "keep_alive_s": 0.1,
             "max_connections": 2,
         }
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if value < minimum:
                 raise SettingsError(
-                    f"{name} must be at least {minimum} (got {value}); check the `serve` flag or "
-                    f"{ENVIRONMENT[name]}."
+                    f"{name} must be at least {minimum} (got {value}); check the `serve` flag or {ENVIRONMENT[name]}."
                 )
 
     def require_token(self, where: str) -> None:
@@ -104,8 +110,11 @@ class ServerSettings:
         token = self.token or ""
         if len(token) >= MIN_TOKEN_LENGTH:
             return
-        problem = (f"{TOKEN_VARIABLE} is not set (or only whitespace)" if not token
-                   else f"{TOKEN_VARIABLE} is only {len(token)} characters long")
+        problem = (
+            f"{TOKEN_VARIABLE} is not set (or only whitespace)"
+            if not token
+            else f"{TOKEN_VARIABLE} is only {len(token)} characters long"
+        )
         raise SettingsError(
             f"Refusing to serve {where}: {problem}, and anyone who can reach the server could use "
             f"it. Set {TOKEN_VARIABLE} to a secret of at least {MIN_TOKEN_LENGTH} characters, e.g. "

@@ -122,11 +122,15 @@ def bake_atlas(
     faces = np.asarray(mesh.faces, dtype=np.int64)
     with clock("unwrap"):
         charts = box_charts(vertices, faces)
-        folded = folded_faces(
-            torch.from_numpy(charts.uv).to(device),
-            torch.from_numpy(charts.faces).to(device),
-            torch.from_numpy(charts.face_chart).to(device),
-        ).cpu().numpy()
+        folded = (
+            folded_faces(
+                torch.from_numpy(charts.uv).to(device),
+                torch.from_numpy(charts.faces).to(device),
+                torch.from_numpy(charts.face_chart).to(device),
+            )
+            .cpu()
+            .numpy()
+        )
         if folded.any():
             logger.debug("texture: %d faces fold over their chart; giving them charts of their own", folded.sum())
             charts = box_charts(vertices, faces, alone=folded, like=charts)

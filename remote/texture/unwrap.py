@@ -55,7 +55,10 @@ def face_sides(vertices: np.ndarray, faces: np.ndarray, smoothing: int = SMOOTHI
     smoothed = normals
     for _ in range(smoothing):
         at_vertex = np.stack(
-            [np.bincount(faces.reshape(-1), np.repeat(smoothed[:, axis], 3), minlength=len(vertices)) for axis in range(3)],
+            [
+                np.bincount(faces.reshape(-1), np.repeat(smoothed[:, axis], 3), minlength=len(vertices))
+                for axis in range(3)
+            ],
             axis=1,
         )
         smoothed = at_vertex[faces].sum(axis=1)
@@ -118,5 +121,12 @@ def box_charts(
     uv_side = np.empty(len(unique_keys), dtype=np.int64)
     uv_side[uv_faces.reshape(-1)] = np.repeat(sides, 3)
     uv = project(vertices[vertex_map].astype(np.float64), uv_side)
-    return Charts(uv=uv, vertex_map=vertex_map, faces=uv_faces, face_chart=face_chart.astype(np.int64),
-                  count=chart_count, sides=sides, adjacent=adjacent)
+    return Charts(
+        uv=uv,
+        vertex_map=vertex_map,
+        faces=uv_faces,
+        face_chart=face_chart.astype(np.int64),
+        count=chart_count,
+        sides=sides,
+        adjacent=adjacent,
+    )

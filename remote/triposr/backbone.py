@@ -36,7 +36,9 @@ class Attention(nn.Module):
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, x.shape[1], self.heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.to_q(hidden)), heads(self.to_k(context)), heads(self.to_v(context)))
+        out = F.scaled_dot_product_attention(
+            heads(self.to_q(hidden)), heads(self.to_k(context)), heads(self.to_v(context))
+        )
         return self.to_out[0](out.transpose(1, 2).reshape(batch, hidden.shape[1], -1))
 
 
@@ -95,7 +97,9 @@ class Transformer1D(nn.Module):
         self.proj_in = nn.Linear(config.in_channels, inner)
         self.transformer_blocks = nn.ModuleList(
             [
-                TransformerBlock(inner, config.num_attention_heads, config.attention_head_dim, config.cross_attention_dim)
+                TransformerBlock(
+                    inner, config.num_attention_heads, config.attention_head_dim, config.cross_attention_dim
+                )
                 for _ in range(config.num_layers)
             ]
         )

@@ -31,9 +31,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FUSED_FIELD_TOLERANCE = 0.05
 
 
-def reduce_matmul_precision(
-    module: nn.Module, dtype: torch.dtype, keep: Iterable[nn.Module] = ()
-) -> nn.Module:
+def reduce_matmul_precision(module: nn.Module, dtype: torch.dtype, keep: Iterable[nn.Module] = ()) -> nn.Module:
     """Cast the Linear and Conv2d layers of `module` to `dtype`, in place, except those inside
     `keep`; norms and embeddings keep theirs. The blocks run each layer in its weights' dtype and
     add back in the stream's (vit.py, backbone.py), so this gives reduced-precision matrix products

@@ -74,7 +74,9 @@ class ViTSelfAttention(nn.Module):
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, tokens, self.num_heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden)))
+        out = F.scaled_dot_product_attention(
+            heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
+        )
         return out.transpose(1, 2).reshape(batch, tokens, width)
 
 

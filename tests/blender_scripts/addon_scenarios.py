@@ -28,9 +28,14 @@ CURSOR = (1.5, -2.0, 0.5)
 # -- install and enable, the way Blender's "Install from Disk" does ------------------------------
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.context.preferences.system.use_online_access = True
+
+
 def add_menu_entries() -> list[str]:
-    return [getattr(f, "__module__", "") for f in bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
-            if getattr(f, "__name__", "") == "menu_entry"]
+    return [
+        getattr(f, "__module__", "")
+        for f in bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
+        if getattr(f, "__name__", "") == "menu_entry"
+    ]
 
 
 if config["install"] == "both":  # an extension and a legacy install of the same add-on, both enabled
@@ -115,13 +120,23 @@ def describe(obj: bpy.types.Object) -> dict:
         colours = np.empty(len(attribute.data) * 4, dtype=np.float32)
         attribute.data.foreach_get("color", colours)
         colours = colours.reshape(-1, 4)
-    images = [n.image for n in material.node_tree.nodes
-              if n.bl_idname == "ShaderNodeTexImage" and n.image] if material and material.node_tree else []
+    images = (
+        [n.image for n in material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage" and n.image]
+        if material and material.node_tree
+        else []
+    )
     return {
         "name": obj.name,
         "mesh_name": mesh.name,
-        "images": [{"name": i.name, "size": list(i.size), "packed": i.packed_file is not None,
-                    "colorspace": i.colorspace_settings.name} for i in images],
+        "images": [
+            {
+                "name": i.name,
+                "size": list(i.size),
+                "packed": i.packed_file is not None,
+                "colorspace": i.colorspace_settings.name,
+            }
+            for i in images
+        ],
         "uv_layers": len(mesh.uv_layers),
         "colour_attributes": len(mesh.color_attributes),
         "type": obj.type,
@@ -153,8 +168,11 @@ def describe(obj: bpy.types.Object) -> dict:
 def selection() -> dict:
     layer = bpy.context.view_layer
     active = layer.objects.active
-    return {"selected": sorted(o.name for o in layer.objects if o is not None and o.select_get()),
-            "active": active.name if active else None, "mode": bpy.context.mode}
+    return {
+        "selected": sorted(o.name for o in layer.objects if o is not None and o.select_get()),
+        "active": active.name if active else None,
+        "mode": bpy.context.mode,
+    }
 
 
 def run(label: str, how: str = "EXEC_DEFAULT") -> None:
@@ -167,8 +185,14 @@ def run(label: str, how: str = "EXEC_DEFAULT") -> None:
         result, error = sorted(bpy.ops.image_to_3d.generate(how, True)), None
     except RuntimeError as exc:  # an operator that reports ERROR raises in background mode
         result, error = ["CANCELLED"], str(exc)
-    entry = {"result": result, "error": error, "before": start_counts, "after": counts(),
-             "selection_before": start_selection, "selection_after": selection()}
+    entry = {
+        "result": result,
+        "error": error,
+        "before": start_counts,
+        "after": counts(),
+        "selection_before": start_selection,
+        "selection_after": selection(),
+    }
     entry["panel_image"] = settings().image.name if settings().image else None
     new = sorted((bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - start_names), key=lambda o: o.name)
     entry["new_objects"] = [describe(o) for o in new]
@@ -190,8 +214,13 @@ def remove_new(start_names: set[str]) -> None:
     for name in set(bpy.data.objects.keys()) - start_names:
         obj = bpy.data.objects[name]
         mesh, materials = obj.data, [s.material for s in obj.material_slots if s.material]
-        images = {n.image.name for m in materials if m.node_tree for n in m.node_tree.nodes
-                  if n.bl_idname == "ShaderNodeTexImage" and n.image}
+        images = {
+            n.image.name
+            for m in materials
+            if m.node_tree
+            for n in m.node_tree.nodes
+            if n.bl_idname == "ShaderNodeTexImage" and n.image
+        }
         bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(mesh)
         for material in materials:
@@ -276,10 +305,19 @@ def drive_job(cancel_at_stage: str | None) -> dict:
     new = [describe(o) for o in bpy.context.scene.objects if o.type == "MESH"]
     last = jobs[-1] if jobs else None
     return {
-        "result": sorted(outcome.result), "level": outcome.level, "message": outcome.message,
-        "stages": stages, "statuses": statuses, "reported": reported, "ticks": ticks, "before": start_counts,
-        "after": counts(), "new_objects": new, "worker_error": last.error if last else None,
-        "worker_got_mesh": bool(last and last.result), "encoded_when_started": encoded_when_started,
+        "result": sorted(outcome.result),
+        "level": outcome.level,
+        "message": outcome.message,
+        "stages": stages,
+        "statuses": statuses,
+        "reported": reported,
+        "ticks": ticks,
+        "before": start_counts,
+        "after": counts(),
+        "new_objects": new,
+        "worker_error": last.error if last else None,
+        "worker_got_mesh": bool(last and last.result),
+        "encoded_when_started": encoded_when_started,
         "worker_threads": [job.worker_thread for job in jobs],
         "sent_sizes": [list(job.source.sent_size or ()) for job in jobs],
         "sent_types": [job.sent[:8].hex() for job in jobs],
@@ -493,10 +531,14 @@ for scenario in config["scenarios"]:
         records = history_records()
         key = records[0]["key"]
         folder = history_ui.folder()
-        outcome = {"records_added": len(records) - before_records, "record": records[0],
-                   "files": sorted(n for n in os.listdir(folder) if n.startswith(key)),
-                   "folder": folder, "made_custom": made["image_to_3d"].to_dict(),
-                   "list": [e.key for e in bpy.context.window_manager.image_to_3d_history.entries]}
+        outcome = {
+            "records_added": len(records) - before_records,
+            "record": records[0],
+            "files": sorted(n for n in os.listdir(folder) if n.startswith(key)),
+            "folder": folder,
+            "made_custom": made["image_to_3d"].to_dict(),
+            "list": [e.key for e in bpy.context.window_manager.image_to_3d_history.entries],
+        }
         np.save(os.path.join(config["workdir"], "history_made.npy"), np.array(mesh_vertices(made), dtype=np.float32))
         path = os.path.join(config["workdir"], "history.blend")
         bpy.ops.wm.save_as_mainfile(filepath=path, compress=False, copy=True)
@@ -543,8 +585,12 @@ for scenario in config["scenarios"]:
         except RuntimeError as exc:
             result, error = ["CANCELLED"], str(exc)
         new = sorted((bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names), key=lambda o: o.name)
-        outcome = {"result": result, "error": error, "made": [describe(o) for o in new],
-                   "references": {e.name: list(e.location) for e in empties}}
+        outcome = {
+            "result": result,
+            "error": error,
+            "made": [describe(o) for o in new],
+            "references": {e.name: list(e.location) for e in empties},
+        }
         outcome["undo"] = undo_steps_back([o.name for o in new])
         report["scenarios"][scenario] = outcome
     elif scenario == "folder":
@@ -570,8 +616,11 @@ for scenario in config["scenarios"]:
             run(scenario)
     elif scenario in ("wrong_token", "missing_token", "server_down"):
         add_reference(bpy.data.images.load(image_path), "RefAuth")
-        change = {"wrong_token": {"token": "not-the-token"}, "missing_token": {"token": ""},
-                  "server_down": {"endpoint": config["down_endpoint"]}}[scenario]
+        change = {
+            "wrong_token": {"token": "not-the-token"},
+            "missing_token": {"token": ""},
+            "server_down": {"endpoint": config["down_endpoint"]},
+        }[scenario]
         with changed_prefs(**change):
             run(scenario)
     elif scenario == "test_connection":
@@ -604,9 +653,15 @@ for scenario in config["scenarios"]:
                 made, error = describe(importer.import_glb(bpy.context, open(path, "rb").read(), "Edge")), None
             except Exception as exc:
                 made, error = None, f"{type(exc).__name__}: {exc}"
-            outcome[label] = {"made": made, "error": error, "before": before, "after": counts(),
-                              "selection_before": chosen, "selection_after": selection(),
-                              "new_names": sorted(set(bpy.data.objects.keys()) - names)}
+            outcome[label] = {
+                "made": made,
+                "error": error,
+                "before": before,
+                "after": counts(),
+                "selection_before": chosen,
+                "selection_after": selection(),
+                "new_names": sorted(set(bpy.data.objects.keys()) - names),
+            }
             remove_new(names)
         report["scenarios"][scenario] = outcome
     elif scenario in ("render_cycles", "render_eevee"):

@@ -91,6 +91,7 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
 
     load_seconds, pipeline = load_pipeline(policy, device, model_dir)
     report["model_load_s"] = load_seconds
+    report["compiled"] = bool(pipeline.info.get("compiled", False))
     threshold = args.threshold if args.threshold is not None else choose_threshold(args, pipeline, image_path)
     report["threshold"] = threshold
     if args.fitted_scene:
@@ -175,6 +176,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--band-margin", type=float, default=None, help="experiment: override BAND_LOG_MARGIN")
     parser.add_argument("--coarse-stride", type=int, default=None, help="experiment: override COARSE_STRIDE")
     parser.add_argument("--no-cuda-graph", action="store_true", help="experiment: run the model pass eagerly")
+    parser.add_argument("--no-compile", action="store_true", help="experiment: run the model pass uncompiled")
     parser.add_argument("--no-fused-field", action="store_true", help="experiment: query the field with PyTorch ops")
     parser.add_argument(
         "--transformer-dtype",
@@ -194,6 +196,8 @@ def build_policy(args: argparse.Namespace, device: torch.device) -> PrecisionPol
         changes["cuda_graph"] = False
     if args.no_fused_field:
         changes["fused_field"] = False
+    if args.no_compile:
+        changes["compile_model"] = False
     if args.transformer_dtype is not None and policy.matmul_dtype != "float32":  # the fast path's dtype
         changes["matmul_dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[args.transformer_dtype]
     return dataclasses.replace(policy, **changes)
@@ -205,7 +209,11 @@ def load_pipeline(policy: PrecisionPolicy, device: torch.device, model_dir: Path
     start = time.perf_counter()
     pipeline = Pipeline.load(model=model_dir, device=device.type, precision=policy)
     device_sync(device)()
-    return time.perf_counter() - start, pipeline
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    pipeline.warm_up()  # as the server does before "ready": compiles the model pass (fast path, CUDA)
+    print(f"warm-up {time.perf_counter() - start:.1f} s, compiled: {pipeline.info.get('compiled', False)}", flush=True)
+    return loaded, pipeline
 
 
 def choose_threshold(args: argparse.Namespace, pipeline: Pipeline, image_path: Path) -> float:

@@ -71,6 +71,7 @@ CUDA_LIBRARY_PATH = f"{SITE_PACKAGES}/nvidia/cu13/lib:{SITE_PACKAGES}/nvidia/cud
 CACHE_VOLUME_NAME = "image-to-3d-cache"
 CACHE_DIR = "/cache"
 TRITON_CACHE_DIR = f"{CACHE_DIR}/triton"  # the fused field kernel, compiled once per GPU type
+INDUCTOR_CACHE_DIR = f"{CACHE_DIR}/inductor"  # the compiled model pass (torch.compile), likewise
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO_ROOT / "remote" / "modal_requirements.txt"  # scripts/export_modal_requirements.sh
@@ -128,6 +129,7 @@ def build_image(requirements: Path) -> modal.Image:
                 "U2NET_HOME": WEIGHTS_DIR,
                 "HF_HUB_OFFLINE": "1",  # nothing downloads in a container
                 "TRITON_CACHE_DIR": TRITON_CACHE_DIR,
+                "TORCHINDUCTOR_CACHE_DIR": INDUCTOR_CACHE_DIR,
                 environment.VERSION: PACKAGE_VERSION,
             }
         )  # /v1/health's version: the source is not pip-installed
@@ -221,7 +223,7 @@ class Service:
             precision=settings.precision,
             times=self.times,
         )
-        try:  # the Triton kernel compiled by the warm-up, for the next container; only a speed-up
+        try:  # the kernels compiled by the warm-up, for the next container; only a speed-up
             cache_volume.commit()
         except Exception:
             logging.getLogger("image_to_3d.modal").warning("could not commit the kernel cache", exc_info=True)

@@ -25,7 +25,7 @@ from remote.errors import (
     JobCancelledError,
     NoForegroundError,
 )
-from remote.extraction import extract_mesh
+from remote.extraction import Mesh, extract_mesh
 from remote.glb import compact_mesh_to_glb, textured_mesh_to_glb
 from remote.options import GenerateOptions
 from remote.precision import FLOAT32_BAND, PrecisionPolicy, apply_policy, check_precision, policy_for
@@ -36,7 +36,7 @@ from remote.preprocess import (
     load_image,
     prepare_image,
 )
-from remote.texture import bake_texture
+from remote.texture import TexturedMesh, bake_texture
 from remote.triposr.cuda_graph import GraphedModel
 from remote.triposr.model import FusedField, SceneField, TripoSR
 from remote.triposr.weights import load_model, resolve_device
@@ -197,12 +197,18 @@ class Pipeline:
         )
 
     def warm_up(self) -> None:
-        """On CUDA, one small generate before the first request: it compiles the fused field kernel,
-        checks it, and captures the model pass's CUDA graph (seconds the first artist would
+        """On CUDA, one small generate before the first request: it compiles the model pass where
+        the policy asks for it (torch.compile, checked against the eager pass), compiles the fused
+        field kernel, checks it, and captures the model pass's CUDA graph (seconds the first artist would
         otherwise wait); a 512 texture is baked too, so the texture path's kernels are loaded.
         On the CPU there is nothing to prepare."""
         if self.device.type != "cuda":
             return
+        if self.policy.compile_model and isinstance(self.run_model, GraphedModel):
+            size = self.model.config.cond_image_size
+            pixels = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            with torch.inference_mode():
+                self.info["compiled"] = self.run_model.compile(pixels)
         picture = PIL.Image.new("RGBA", (64, 64), (0, 0, 0, 0))
         picture.paste((200, 120, 60, 255), (16, 16, 48, 48))  # a cut-out square: no background removal
         try:
@@ -233,13 +239,30 @@ class Pipeline:
         while not self._lock.acquire(timeout=LOCK_POLL_S):
             _stop_if(cancelled)
         try:
-            return self._generate_locked(picture, options, timings, cancelled)
+            mesh, textured, radius = self._generate_locked(picture, options, timings, cancelled)
         finally:
+            # The GLB is written on the CPU from host arrays, so the next job can have the device
+            # meanwhile (the server's concurrent requests overlap this with the next job's GPU stages).
             self._lock.release()
+        _stop_if(cancelled)
+        with self._stage(timings, "glb"):
+            # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
+            # extraction skips them), and the add-on shades the object smooth itself. Vertex colours
+            # go in the compact form (KHR_mesh_quantization on the marching-cubes grid, colours
+            # snapped to the sRGB bytes Blender keeps; its size: docs/api.md). A textured mesh keeps
+            # float positions (its UV seams split vertices).
+            if textured is None:
+                glb = compact_mesh_to_glb(mesh, (options.resolution, radius))
+            else:
+                glb = textured_mesh_to_glb(textured)
+        vertex_count = len(mesh.vertices) if textured is None else len(textured.vertices)  # seams add copies
+        return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=len(mesh.faces), timings=timings)
 
     def _generate_locked(
         self, picture: PIL.Image.Image, options: GenerateOptions, timings: dict[str, float], cancelled: Cancelled
-    ) -> GenerateResult:
+    ) -> tuple[Mesh, TexturedMesh | None, float]:
+        """The stages that use the device: preprocessing to the colour query (and the bake), with
+        their results on the host."""
         _stop_if(cancelled)
         with self._stage(timings, "preprocess"), torch.inference_mode():
             # On CUDA the crop, composite and resize run on the GPU from the uint8 picture
@@ -283,21 +306,9 @@ class Pipeline:
                 + (" or texture_size" if options.texture_size else "")
                 + " and try again."
             ) from error
-        _stop_if(cancelled)
         if len(mesh.faces) == 0:  # extract_mesh refuses empty surfaces; this keeps compact_mesh_to_glb's contract
             raise NoForegroundError("The model found no surface in this image; try another threshold or image.")
-        with self._stage(timings, "glb"):
-            # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
-            # extraction skips them), and the add-on shades the object smooth itself. Vertex colours
-            # go in the compact form (KHR_mesh_quantization on the marching-cubes grid, colours
-            # snapped to the sRGB bytes Blender keeps; its size: docs/api.md). A textured mesh keeps
-            # float positions (its UV seams split vertices).
-            if textured is None:
-                glb = compact_mesh_to_glb(mesh, (options.resolution, float(field.radius)))
-            else:
-                glb = textured_mesh_to_glb(textured)
-        vertex_count = len(mesh.vertices) if textured is None else len(textured.vertices)  # seams add copies
-        return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=len(mesh.faces), timings=timings)
+        return mesh, textured, float(field.radius)
 
     def scene_code(self, images: torch.Tensor) -> torch.Tensor:
         """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in

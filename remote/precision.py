@@ -56,6 +56,10 @@ class PrecisionPolicy:
       Triton's interpreter) and agrees with float32 (checked once per pipeline).
     - `cuda_graph`: replay the model pass as a CUDA graph (remote/triposr/cuda_graph.py) on CUDA.
     - `extraction`: "band" (the surface's neighbourhood) or "dense" (every grid point, upstream's).
+    - `compile_model`: compile the model pass with torch.compile when the pipeline warms up
+      (`Pipeline.warm_up`, which the server runs before it reports ready; the one-shot CLI does
+      not warm up, so it does not spend tens of seconds compiling for one image); CUDA only, and
+      kept only if it agrees with the eager pass (remote/triposr/cuda_graph.py).
     """
 
     matmul_dtype: str = "float32"
@@ -64,6 +68,7 @@ class PrecisionPolicy:
     fused_field: bool = False
     cuda_graph: bool = False
     extraction: str = "dense"
+    compile_model: bool = False
 
     def __post_init__(self) -> None:
         for name in ("matmul_dtype", "decoder_dtype"):
@@ -87,6 +92,7 @@ FAST = PrecisionPolicy(
     fused_field=True,
     cuda_graph=True,
     extraction="band",
+    compile_model=True,
 )
 
 

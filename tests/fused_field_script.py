@@ -63,13 +63,25 @@ def main() -> None:
             "density": relative(fast_density, density),
             "colour": float((fast_colour - colour).abs().max()),
         }
-        # A kernel that disagrees with PyTorch (here: any difference at all) is switched off.
+        # A kernel that is wrong (here: its raw outputs shifted, densities times e) is switched off.
+        wrong = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
+        wrong_kernel = FusedField(wrong)
+        wrong_kernel.mlp().__class__ = _Miscompiled
+        wrong_field = wrong.field(wrong(images)[0], wrong_kernel)
+        report["disagreeing_kernel"] = {
+            "dispatched": wrong_field.fused is not None,
+            "enabled": wrong_kernel.enabled,
+        }
+        # With no tolerance at all, the kernel still runs when it is as close to float32 as the
+        # PyTorch query in the same dtypes.
         strict = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
         strict_kernel = FusedField(strict, tolerance=0.0)
         strict_field = strict.field(strict(images)[0], strict_kernel)
-        report["disagreeing_kernel"] = {
+        report["zero_tolerance"] = {
             "dispatched": strict_field.fused is not None,
             "enabled": strict_kernel.enabled,
+            "error": strict_kernel.error,
+            "reference_error": strict_kernel.reference_error,
         }
         # A kernel that cannot run (here: it raises) is switched off too, and the query still answers.
         failing = apply_policy(load_model(TINY_MODEL, device="cpu"), FAST)
@@ -83,6 +95,11 @@ def main() -> None:
             "answers": bool(torch.isfinite(answer).all()),
         }
     print(json.dumps(report))
+
+
+class _Miscompiled(fused_field.FusedFieldMLP):
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs) + 1.0
 
 
 class _Failing(fused_field.FusedFieldMLP):

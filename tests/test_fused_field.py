@@ -52,5 +52,11 @@ def test_a_kernel_that_disagrees_is_switched_off(report):
     assert report["disagreeing_kernel"] == {"dispatched": False, "enabled": False}
 
 
+def test_a_kernel_as_close_as_the_pytorch_query_runs_even_with_no_tolerance(report):
+    figures = report["zero_tolerance"]
+    assert 0 < figures["error"] < 1 and 0 < figures["reference_error"] < 1, figures
+    assert figures["enabled"] == figures["dispatched"] == (figures["error"] < figures["reference_error"]), figures
+
+
 def test_a_kernel_that_cannot_run_is_switched_off(report):
     assert report["failing_kernel"] == {"dispatched": False, "enabled": False, "answers": True}

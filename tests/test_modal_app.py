@@ -277,6 +277,7 @@ def test_weights_are_in_the_image_and_the_volume_holds_only_the_kernel_cache() -
     volume = _closure(_raw(function._spec.volumes[modal_app.CACHE_DIR])._load)
     assert volume["name"] == documented["volume"] == "image-to-3d-cache"
     assert f"ENV TRITON_CACHE_DIR={modal_app.CACHE_DIR}/triton" in _commands()
+    assert f"ENV TORCHINDUCTOR_CACHE_DIR={modal_app.CACHE_DIR}/inductor" in _commands()
     assert documented["weights folder"] == modal_app.WEIGHTS_DIR
     download = f"python -m remote.weights_cache {modal_app.WEIGHTS_DIR}"
     assert f"RUN PYTHONPATH={modal_app.BUILD_SRC_DIR} {download}" in _commands()

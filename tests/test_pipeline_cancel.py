@@ -84,3 +84,21 @@ def test_a_model_that_sees_no_surface_is_no_foreground():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="warm-up runs only on CUDA")
 def test_warm_up_tolerates_a_model_that_sees_no_surface():
     _empty_model_pipeline("cuda").warm_up()  # must not raise: the server starts anyway
+
+
+def test_the_glb_is_written_after_the_device_is_free(pipeline, monkeypatch):
+    """The GLB stage runs on the host without the device lock, so a server's next job can use the
+    device meanwhile."""
+    import remote.pipeline
+
+    seen: list[bool] = []
+    write = remote.pipeline.compact_mesh_to_glb
+
+    def writing(*args, **kwargs):
+        seen.append(pipeline._lock.locked())
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(remote.pipeline, "compact_mesh_to_glb", writing)
+    result = pipeline.generate(ROBOT, GenerateOptions(resolution=32))
+
+    assert seen == [False] and result.glb[:4] == b"glTF" and "glb" in result.timings

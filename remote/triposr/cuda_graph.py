@@ -10,11 +10,20 @@ between calls (a few hundred MB).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 
 from remote.triposr.model import TripoSR
 
+logger = logging.getLogger(__name__)
+
 WARMUP_RUNS = 3  # before capture, on a side stream, as CUDA graph capture requires
+# Max difference of the compiled pass's scene code from the eager one, relative to its largest
+# value, for the compiled code to be used: about 20 times what a correct compile gives (like a
+# change of attention kernel), far below what a miscompiled pass gives (docs/performance.md).
+COMPILE_TOLERANCE = 1e-2
 
 
 class GraphedModel:
@@ -22,11 +31,13 @@ class GraphedModel:
 
     def __init__(self, model: TripoSR) -> None:
         self.model = model
+        self.encode: Callable[[torch.Tensor], torch.Tensor] = model.encode
+        self.compiled = False
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if not images.is_cuda:
-            return self.model(images)
+            return self.encode(self.model.preprocess(images)) if self.compiled else self.model(images)
         pixels = self.model.preprocess(images)
         key = (tuple(pixels.shape), pixels.dtype, pixels.device)
         if key not in self._graphs:
@@ -42,9 +53,31 @@ class GraphedModel:
         stream.wait_stream(torch.cuda.current_stream(pixels.device))
         with torch.cuda.stream(stream):
             for _ in range(WARMUP_RUNS):
-                self.model.encode(static_pixels)
+                self.encode(static_pixels)
         torch.cuda.current_stream(pixels.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_codes = self.model.encode(static_pixels)
+            static_codes = self.encode(static_pixels)
         return graph, static_pixels, static_codes
+
+    def compile(self, pixels: torch.Tensor, compiler: Callable | None = None) -> bool:
+        """Replace the pass by torch.compile's code (inductor: the norms, casts and activations
+        fused into few kernels), kept only if its scene code for `pixels` (B, 3, S, S) agrees with
+        the eager pass's within COMPILE_TOLERANCE; graphs captured so far are dropped. Returns
+        whether the compiled pass is used. Compiling takes tens of seconds (less from inductor's
+        cache), which is why only a long-running server does it, in `Pipeline.warm_up`."""
+        compiler = compiler or (lambda function: torch.compile(function, dynamic=False))
+        try:
+            compiled = compiler(self.model.encode)
+            expected = self.model.encode(pixels)
+            error = float((compiled(pixels).float() - expected.float()).abs().max() / expected.float().abs().max())
+        except Exception as exc:  # noqa: BLE001 - no C compiler, an unsupported op, a Triton failure...
+            logger.warning("the model pass could not be compiled (%s); running it uncompiled", exc)
+            return False
+        if not error < COMPILE_TOLERANCE:  # also catches NaN
+            logger.warning("the compiled model pass disagrees with the eager one (%.3g); running it uncompiled", error)
+            return False
+        logger.info("model pass compiled (difference from the eager pass %.2g)", error)
+        self.encode, self.compiled = compiled, True
+        self._graphs.clear()
+        return True

@@ -33,6 +33,9 @@ class ViTEmbeddings(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, trained_grid**2 + 1, config.hidden_size))
         self.patch_embeddings = PatchEmbeddings(config)
+        # The resized grid for the last input size: it depends only on the weights and the size, and
+        # the bicubic resize is a quarter of the fast path's model pass on a GPU (docs/performance.md).
+        self._resized: tuple[tuple, torch.Tensor] | None = None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = pixels.shape
@@ -40,8 +43,24 @@ class ViTEmbeddings(nn.Module):
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), patches], dim=1)
         return tokens + self.resized_position_embeddings(height, width)
 
+    @torch.compiler.disable  # reads the weights' version: stays Python when the pass is compiled
     def resized_position_embeddings(self, height: int, width: int) -> torch.Tensor:
-        """Bicubic resize of the trained grid with scale (grid + 0.1) / trained, as the checkpoint expects."""
+        """Bicubic resize of the trained grid with scale (grid + 0.1) / trained, as the checkpoint expects.
+
+        Computed once per input size and kept while the weights are unchanged (an in-place change,
+        such as `load_state_dict`, bumps the parameter's version and so recomputes it); while
+        gradients flow to the embeddings (training), or when they were made in inference mode (which
+        keeps no version to notice a change by), it is computed every time."""
+        weights = self.position_embeddings
+        if (torch.is_grad_enabled() and weights.requires_grad) or weights.is_inference():
+            return self._resize_position_embeddings(height, width)
+        key = (height, width, weights.data_ptr(), weights._version, weights.dtype, weights.device)
+        if self._resized is None or self._resized[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in and out of inference mode
+                self._resized = (key, self._resize_position_embeddings(height, width))
+        return self._resized[1]
+
+    def _resize_position_embeddings(self, height: int, width: int) -> torch.Tensor:
         trained = self.position_embeddings.shape[1] - 1
         trained_side = int(math.sqrt(trained))
         grid_h, grid_w = height // self.patch_size, width // self.patch_size

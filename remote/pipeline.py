@@ -265,6 +265,8 @@ class Pipeline:
                     threshold=options.threshold,
                     target_faces=options.target_faces,
                     method=self.extraction,
+                    coarse_stride=self.policy.coarse_stride,
+                    band_log_margin=self.policy.band_log_margin,
                     timings=timings,
                     sync=self._sync,
                     normals=False,  # not written to the GLB, see below

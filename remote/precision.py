@@ -15,6 +15,7 @@ its weights. A benchmark that wants a variant builds it: `dataclasses.replace(po
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,13 @@ DEFAULT_PRECISION = "auto"
 EXACT = "float32"  # what the `--exact` alias means
 EXTRACTIONS = ("band", "dense")
 DTYPES = ("float32", "float16", "bfloat16")
+
+# The band extraction's defaults (remote/extraction.py takes them as keyword defaults): the fine
+# voxels per coarse cell edge, and how close to the threshold, in log-density, a coarse corner
+# counts as "near the surface" (e^±4: a narrower band lost sharp peaks that the coarse grid
+# undersampled; docs/performance.md, "Figures behind the code").
+COARSE_STRIDE = 4
+BAND_LOG_MARGIN = 4.0
 
 # The products the fast path keeps in float32, by their names in the model: the ViT's patch
 # embedding (it reads the pixels) and the transformer's proj_in and proj_out (proj_out writes the
@@ -56,6 +64,8 @@ class PrecisionPolicy:
       Triton's interpreter) and agrees with float32 (checked once per pipeline).
     - `cuda_graph`: replay the model pass as a CUDA graph (remote/triposr/cuda_graph.py) on CUDA.
     - `extraction`: "band" (the surface's neighbourhood) or "dense" (every grid point, upstream's).
+    - `coarse_stride`, `band_log_margin`: the band's coarse grid (fine voxels per coarse cell
+      edge) and its width (log-density either side of the threshold); the band extraction only.
     """
 
     matmul_dtype: str = "float32"
@@ -64,6 +74,8 @@ class PrecisionPolicy:
     fused_field: bool = False
     cuda_graph: bool = False
     extraction: str = "dense"
+    coarse_stride: int = COARSE_STRIDE
+    band_log_margin: float = BAND_LOG_MARGIN
 
     def __post_init__(self) -> None:
         for name in ("matmul_dtype", "decoder_dtype"):
@@ -71,6 +83,10 @@ class PrecisionPolicy:
                 raise ValueError(f"{name} must be one of {', '.join(DTYPES)} (got {getattr(self, name)!r})")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)} (got {self.extraction!r})")
+        if isinstance(self.coarse_stride, bool) or not isinstance(self.coarse_stride, int) or self.coarse_stride < 1:
+            raise ValueError(f"coarse_stride must be a whole number of at least 1 (got {self.coarse_stride!r})")
+        if not (math.isfinite(self.band_log_margin) and self.band_log_margin >= 0):
+            raise ValueError(f"band_log_margin must be a finite number of at least 0 (got {self.band_log_margin!r})")
 
     @property
     def reduced(self) -> bool:

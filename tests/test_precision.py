@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import PIL.Image
 import pytest
 import torch
 
 from conftest import TINY_MODEL
 from remote.errors import InvalidOptionError
+from remote.options import GenerateOptions
 from remote.pipeline import Pipeline
 from remote.precision import (
     FAST,
@@ -60,6 +62,10 @@ def test_unknown_settings_and_values_are_refused() -> None:
         PrecisionPolicy(matmul_dtype="float8")
     with pytest.raises(ValueError, match="extraction"):
         PrecisionPolicy(extraction="sparse")
+    with pytest.raises(ValueError, match="coarse_stride"):
+        PrecisionPolicy(coarse_stride=0)
+    with pytest.raises(ValueError, match="band_log_margin"):
+        PrecisionPolicy(band_log_margin=-1.0)
 
 
 def test_the_float32_ends_name_modules_of_the_model() -> None:
@@ -127,3 +133,32 @@ def test_the_model_keeps_no_precision_state() -> None:
     Pipeline.from_model(model, torch.device("cpu"), BackgroundRemover(), precision="fast")
     for name in ("fused_field", "fused_field_checked", "transformer_dtype", "use_fast_precision", "float32_ends"):
         assert not hasattr(model, name), name
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_pipeline_passes_the_policys_band_to_the_extraction(monkeypatch) -> None:
+    """The band's stride and margin are the policy's (benchmarks/pipeline.py's --coarse-stride and
+    --band-margin build such a policy), not module globals."""
+    import remote.pipeline
+
+    seen = {}
+
+    def spy(field, **options):
+        seen.update(options)
+        raise _Stop
+
+    monkeypatch.setattr(remote.pipeline, "extract_mesh", spy)
+    for policy in (FLOAT32_BAND, dataclasses.replace(FLOAT32_BAND, coarse_stride=2, band_log_margin=0.5)):
+        pipeline = Pipeline.from_model(
+            load_model(TINY_MODEL, device="cpu"), torch.device("cpu"), BackgroundRemover(), precision=policy
+        )
+        with pytest.raises(_Stop):
+            pipeline.generate(PIL.Image.new("RGB", (32, 32)), GenerateOptions(remove_background="never"))
+        assert (seen["method"], seen["coarse_stride"], seen["band_log_margin"]) == (
+            "band",
+            policy.coarse_stride,
+            policy.band_log_margin,
+        )

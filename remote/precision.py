@@ -28,6 +28,9 @@ PRECISIONS = ("auto", "fast", "float32")
 DEFAULT_PRECISION = "auto"
 EXACT = "float32"  # what the `--exact` alias means
 EXTRACTIONS = ("band", "dense")
+# TF32 for the model pass's float32 products: "off" (the product: they run in float32),
+# "convolutions" (PyTorch's default: cuDNN's convolutions in TF32), "on" (matrix products too).
+TF32_MODES = ("off", "convolutions", "on")
 DTYPES = ("float32", "float16", "bfloat16")
 
 # The band extraction's defaults (remote/extraction.py takes them as keyword defaults): the fine
@@ -64,6 +67,9 @@ class PrecisionPolicy:
       Triton's interpreter) and agrees with float32 (checked once per pipeline).
     - `cuda_graph`: replay the model pass as a CUDA graph (remote/triposr/cuda_graph.py) on CUDA.
     - `extraction`: "band" (the surface's neighbourhood) or "dense" (every grid point, upstream's).
+    - `tf32`: one of TF32_MODES, for the model pass (remote/triposr/model.py's
+      `float32_products`); "off" in every policy the product runs, as TF32 convolutions alone
+      move the surface (docs/performance.md); the others are for experiments.
     - `coarse_stride`, `band_log_margin`: the band's coarse grid (fine voxels per coarse cell
       edge) and its width (log-density either side of the threshold); the band extraction only.
     """
@@ -74,6 +80,7 @@ class PrecisionPolicy:
     fused_field: bool = False
     cuda_graph: bool = False
     extraction: str = "dense"
+    tf32: str = "off"
     coarse_stride: int = COARSE_STRIDE
     band_log_margin: float = BAND_LOG_MARGIN
 
@@ -83,6 +90,8 @@ class PrecisionPolicy:
                 raise ValueError(f"{name} must be one of {', '.join(DTYPES)} (got {getattr(self, name)!r})")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)} (got {self.extraction!r})")
+        if self.tf32 not in TF32_MODES:
+            raise ValueError(f"tf32 must be one of {', '.join(TF32_MODES)} (got {self.tf32!r})")
         if isinstance(self.coarse_stride, bool) or not isinstance(self.coarse_stride, int) or self.coarse_stride < 1:
             raise ValueError(f"coarse_stride must be a whole number of at least 1 (got {self.coarse_stride!r})")
         if not (math.isfinite(self.band_log_margin) and self.band_log_margin >= 0):

@@ -17,6 +17,7 @@ from remote.precision import (
     FLOAT32,
     FLOAT32_BAND,
     FLOAT32_ENDS,
+    TF32_MODES,
     PrecisionPolicy,
     apply_policy,
     policy_for,
@@ -62,6 +63,8 @@ def test_unknown_settings_and_values_are_refused() -> None:
         PrecisionPolicy(matmul_dtype="float8")
     with pytest.raises(ValueError, match="extraction"):
         PrecisionPolicy(extraction="sparse")
+    with pytest.raises(ValueError, match="tf32"):
+        PrecisionPolicy(tf32="yes")
     with pytest.raises(ValueError, match="coarse_stride"):
         PrecisionPolicy(coarse_stride=0)
     with pytest.raises(ValueError, match="band_log_margin"):
@@ -162,3 +165,50 @@ def test_the_pipeline_passes_the_policys_band_to_the_extraction(monkeypatch) -> 
             policy.coarse_stride,
             policy.band_log_margin,
         )
+
+
+def _tf32_in_the_pass(pipeline: Pipeline) -> list[tuple[bool, bool]]:
+    """PyTorch's TF32 switches (cuDNN, matrix products) as the patch embedding and the
+    post-processor see them during the pipeline's model pass."""
+    seen: list[tuple[bool, bool]] = []
+    model = pipeline.model
+    hooks = [
+        part.register_forward_pre_hook(
+            lambda *_: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        )
+        for part in (model.image_tokenizer.model.embeddings.patch_embeddings, model.post_processor)
+    ]
+    try:
+        with torch.inference_mode():
+            pipeline.scene_code(torch.rand(1, 32, 32, 3))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("policy", "flags"),
+    [
+        (FLOAT32, (False, False)),
+        (FLOAT32_BAND, (False, False)),
+        (dataclasses.replace(FAST, cuda_graph=False), (False, False)),
+        (dataclasses.replace(FLOAT32, tf32="convolutions"), (True, False)),
+        (dataclasses.replace(FLOAT32, tf32="on"), (True, True)),
+    ],
+)
+def test_tf32_in_the_model_pass_is_the_policys(policy: PrecisionPolicy, flags: tuple[bool, bool]) -> None:
+    """The product's policies keep TF32 off in the pass; a policy may allow it (an experiment,
+    benchmarks/investigations/precision_sweep.py), with no module global patched."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    pipeline = Pipeline.from_model(
+        load_model(TINY_MODEL, device="cpu"), torch.device("cpu"), BackgroundRemover(), precision=policy
+    )
+    assert _tf32_in_the_pass(pipeline) == [flags, flags]
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_the_tf32_modes_are_the_models() -> None:
+    from remote.triposr.model import TF32_FLAGS
+
+    assert set(TF32_MODES) == set(TF32_FLAGS) and FAST.tf32 == FLOAT32.tf32 == FLOAT32_BAND.tf32 == "off"

@@ -183,7 +183,7 @@ class TripoSR(nn.Module):
         self,
         pixels: torch.Tensor,
         image_tokenizer: nn.Module,
-        tokenizer: nn.Module,
+        tokenizer: TriplaneTokenizer,
         backbone: nn.Module,
         tf32: str = "off",
     ) -> torch.Tensor:

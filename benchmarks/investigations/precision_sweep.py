@@ -33,13 +33,14 @@ from remote.triposr.model import TripoSR
 from remote.triposr.weights import build_random_model, resolve_device
 
 
-def vit_layers(first: int, last: int) -> tuple[str, ...]:
-    return tuple(f"image_tokenizer.model.encoder.layer.{index}" for index in range(first, last))
+def vit_layers(model: TripoSR, first: int = 0, last: int | None = None) -> tuple[str, ...]:
+    indices = range(len(model.image_tokenizer.model.encoder.layer))[first:last]
+    return tuple(f"image_tokenizer.model.encoder.layer.{index}" for index in indices)
 
 
-def blocks(model: TripoSR, first: int) -> tuple[str, ...]:
-    count = len(model.backbone.transformer_blocks)
-    return tuple(f"backbone.transformer_blocks.{index}" for index in range(first, count))
+def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> tuple[str, ...]:
+    indices = range(len(model.backbone.transformer_blocks))[first:last]
+    return tuple(f"backbone.transformer_blocks.{index}" for index in indices)
 
 
 def fp16_except(*float32_layers: str, tf32: str = "off") -> PrecisionPolicy:
@@ -54,7 +55,7 @@ CONFIGS: dict[str, Callable[[TripoSR], PrecisionPolicy]] = {
     "all fp16": lambda m: fp16_except(),
     "ends float32 (default)": lambda m: fp16_except(*FLOAT32_ENDS),
     "ViT TF32": lambda m: fp16_except("image_tokenizer", tf32="on"),
-    "ViT layers 0-5 float32": lambda m: fp16_except("image_tokenizer.model.embeddings", *vit_layers(0, 6)),
+    "ViT layers 0-5 float32": lambda m: fp16_except("image_tokenizer.model.embeddings", *vit_layers(m, 0, 6)),
     "ViT float32": lambda m: fp16_except("image_tokenizer"),
     "ViT and ends float32": lambda m: fp16_except("image_tokenizer", *FLOAT32_ENDS),
     "ViT, ends, blocks 12-15 float32": lambda m: fp16_except("image_tokenizer", *FLOAT32_ENDS, *blocks(m, 12)),

@@ -22,7 +22,7 @@ from image_to_3d_dev.images import model_input
 from image_to_3d_dev.scenes import random_weights_threshold, save_random_model, scene_code_for
 from image_to_3d_dev.timing import device_sync, median_seconds
 from remote import extraction
-from remote.extraction import Mesh, band_density, vertex_normals, weld
+from remote.extraction import Mesh, band_density, coarse_size_for, vertex_normals, weld
 from remote.glb import mesh_to_glb
 from remote.marching_cubes import marching_cubes
 from remote.pipeline import Pipeline
@@ -71,6 +71,7 @@ def main() -> None:
     if device.type == "cuda":
         model_pass_with_cuda_graph(pipeline, Path(args.image), device)
     field = pipeline.field(scene_code)
+    policy = pipeline.policy  # the band's stride and margin, as generate uses them
     total = resolution**3
     with torch.inference_mode():
         points = torch.rand(total, 3, device=device) * 1.74 - 0.87
@@ -83,10 +84,18 @@ def main() -> None:
         del points
         volume = timed(
             "band_density (coarse + band query)",
-            lambda: band_density(field, resolution, 0.87, threshold, 1 << 20),
+            lambda: band_density(
+                field,
+                resolution,
+                0.87,
+                threshold,
+                1 << 20,
+                coarse_stride=policy.coarse_stride,
+                band_log_margin=policy.band_log_margin,
+            ),
             device,
         )
-        coarse = extraction.math.ceil((resolution - 1) / extraction.COARSE_STRIDE) + 1
+        coarse = coarse_size_for(resolution, policy.coarse_stride)
         timed(f"coarse grid only ({coarse}^3)", lambda: extraction.dense_density(field, coarse, 0.87, 262_144), device)
         soup = timed("marching cubes", lambda: marching_cubes(volume, threshold), device)
         print(f"  soup: {len(soup[0])} vertices, {len(soup[1])} faces")

@@ -68,13 +68,8 @@ def main() -> None:
 
 
 def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
-    import remote.extraction
     import remote.triposr.fused_field
 
-    if args.band_margin is not None:
-        remote.extraction.BAND_LOG_MARGIN = args.band_margin
-    if args.coarse_stride is not None:
-        remote.extraction.COARSE_STRIDE = args.coarse_stride
     device = resolve_device(args.device)
     policy = build_policy(args, device)
     image_path = Path(args.image)
@@ -82,8 +77,8 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
         "device": device_name(device),
         "resolution": args.resolution,
         "runs": args.runs,
-        "band_margin": remote.extraction.BAND_LOG_MARGIN,
-        "coarse_stride": remote.extraction.COARSE_STRIDE,
+        "band_margin": policy.band_log_margin,
+        "coarse_stride": policy.coarse_stride,
         "transformer_dtype": policy.matmul_dtype,
         "cuda_graph": policy.cuda_graph and device.type == "cuda",
         "fused_field": policy.fused_field and remote.triposr.fused_field.available(),
@@ -173,8 +168,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parity", action="store_true")
     parser.add_argument("--exact", action="store_true", help="time the float32 dense path as ours")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--band-margin", type=float, default=None, help="experiment: override BAND_LOG_MARGIN")
-    parser.add_argument("--coarse-stride", type=int, default=None, help="experiment: override COARSE_STRIDE")
+    parser.add_argument(
+        "--band-margin",
+        type=float,
+        default=None,
+        help="experiment: the band's log-density margin (policy's band_log_margin)",
+    )
+    parser.add_argument(
+        "--coarse-stride", type=int, default=None, help="experiment: the band's coarse stride (policy's coarse_stride)"
+    )
     parser.add_argument("--no-cuda-graph", action="store_true", help="experiment: run the model pass eagerly")
     parser.add_argument("--no-compile", action="store_true", help="experiment: run the model pass uncompiled")
     parser.add_argument("--no-fused-field", action="store_true", help="experiment: query the field with PyTorch ops")
@@ -200,6 +202,10 @@ def build_policy(args: argparse.Namespace, device: torch.device) -> PrecisionPol
         changes["compile_model"] = False
     if args.transformer_dtype is not None and policy.matmul_dtype != "float32":  # the fast path's dtype
         changes["matmul_dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[args.transformer_dtype]
+    if args.band_margin is not None:
+        changes["band_log_margin"] = args.band_margin
+    if args.coarse_stride is not None:
+        changes["coarse_stride"] = args.coarse_stride
     return dataclasses.replace(policy, **changes)
 
 
@@ -285,6 +291,7 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
     on an analytic scene with a thin part (image_to_3d_dev/analytic_field.py); and which part moves it."""
     from image_to_3d_dev.analytic_field import AnalyticField
 
+    band = {"coarse_stride": pipeline.policy.coarse_stride, "band_log_margin": pipeline.policy.band_log_margin}
     exact_model = load_model(model_dir, device=pipeline.device, dtype=torch.float32)
     images = model_input(image_path, pipeline.device)
     with torch.inference_mode():
@@ -292,10 +299,10 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
         exact_code = exact_model(images)[0]
         exact = mesh_for(exact_model.field(exact_code), options, method="dense")
         candidates = {
-            "scene": mesh_for(pipeline.field(scene_code), options),
+            "scene": mesh_for(pipeline.field(scene_code), options, **band),
             # Which part moves the surface: the band alone, reduced precision alone, and of that the
             # transformer's scene code alone (float32 field) or the fast field alone (float32 code).
-            "scene_band_only": mesh_for(exact_model.field(exact_code), options, method="band"),
+            "scene_band_only": mesh_for(exact_model.field(exact_code), options, method="band", **band),
             "scene_precision_only": mesh_for(pipeline.field(scene_code), options, method="dense"),
             "scene_transformer_only": mesh_for(exact_model.field(scene_code.float()), options, method="dense"),
             "scene_field_only": mesh_for(pipeline.field(exact_code), options, method="dense"),
@@ -310,7 +317,7 @@ def parity(pipeline: Pipeline, model_dir: Path, image_path: Path, options: Gener
     free(pipeline.device)
     analytic = AnalyticField(threshold=options.threshold, device=str(pipeline.device))
     figures["analytic"] = compare_meshes(
-        mesh_for(analytic, options), mesh_for(analytic, options, method="dense"), options.resolution
+        mesh_for(analytic, options, **band), mesh_for(analytic, options, method="dense"), options.resolution
     )
     return figures
 

@@ -11,9 +11,10 @@ Two ways to fill the grid, giving the same surface:
   come close to it (a band in log-density, dilated by one cell, so thin parts are kept); the rest of
   the grid is filled by trilinear interpolation of the coarse grid, which stays on one side of the
   threshold there. It evaluates a few percent of the points, so it is the default. The band is
-  wide (a factor e^4 either side of the threshold) because a narrower one lost sharp peaks that
-  the coarse grid undersampled, where e^4 gives the dense grid's surface (docs/performance.md,
-  "Figures behind the code").
+  wide (by default a factor e^4 either side of the threshold) because a narrower one lost sharp
+  peaks that the coarse grid undersampled, where e^4 gives the dense grid's surface
+  (docs/performance.md, "Figures behind the code"). Its coarse stride and width are parameters;
+  the pipeline passes its precision policy's (remote/precision.py).
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ import torch.nn.functional as F
 
 from remote.errors import InvalidOptionError, NoForegroundError
 from remote.marching_cubes import backend_for, marching_cubes
+from remote.precision import BAND_LOG_MARGIN, COARSE_STRIDE
 
 logger = logging.getLogger(__name__)
 
 RESOLUTION_RANGE = (32, 512)
 TARGET_FACES_MIN = 100  # fewer faces than this is no longer a recognisable object (same floor as the pipeline)
 METHODS = ("band", "dense")
-COARSE_STRIDE = 4  # fine voxels per coarse cell edge in the band method
-BAND_LOG_MARGIN = 4.0  # coarse corners within e^±4 of the threshold count as "near the surface"
 DENSE_SHARE = 0.6  # a band over this share of the coarse cells is queried as the dense grid
 DENSITY_CAP = 1e30  # overflowed (inf) densities become this, so interpolation never meets inf * 0
 
@@ -82,12 +82,15 @@ def extract_mesh(
     sync: Callable[[], None] | None = None,
     normals: bool = True,
     check: Callable[[], None] | None = None,
+    coarse_stride: int = COARSE_STRIDE,
+    band_log_margin: float = BAND_LOG_MARGIN,
 ) -> Mesh:
     """Mesh the surface `density == threshold` on the grid over the field's cube (`field.radius`);
     adds "extraction" and "color" seconds to `timings`.
 
     `normals=False` skips the vertex normals (the pipeline writes GLBs without them). `check` is
-    called between chunks of field queries and may raise to stop the work (a cancelled job)."""
+    called between chunks of field queries and may raise to stop the work (a cancelled job).
+    `coarse_stride` and `band_log_margin` shape the band method (`band_density`)."""
     _validate(resolution, threshold, target_faces, method)
     clock = _StageClock(timings, sync)
     radius = float(field.radius)
@@ -96,7 +99,16 @@ def extract_mesh(
         if method == "dense":
             volume = dense_density(field, resolution, radius, chunk_points, check)
         else:
-            volume = band_density(field, resolution, radius, threshold, chunk_points, check)
+            volume = band_density(
+                field,
+                resolution,
+                radius,
+                threshold,
+                chunk_points,
+                check,
+                coarse_stride=coarse_stride,
+                band_log_margin=band_log_margin,
+            )
         check()
         logger.debug("marching cubes with %s at resolution %d", backend_for(volume), resolution)
         index_vertices, faces = marching_cubes(volume, threshold)
@@ -189,17 +201,23 @@ def band_density(
     threshold: float,
     chunk_points: int,
     check: Callable[[], None] = _no_check,
+    *,
+    coarse_stride: int = COARSE_STRIDE,
+    band_log_margin: float = BAND_LOG_MARGIN,
 ) -> torch.Tensor:
-    """Grid densities exact near the surface, interpolated from a coarse grid elsewhere."""
+    """Grid densities exact near the surface, interpolated from a coarse grid elsewhere.
+
+    The coarse grid has a point every `coarse_stride` fine voxels; a coarse cell is near the
+    surface when its corners come within `band_log_margin` of the threshold in log-density."""
     device = field.device
-    coarse_size = math.ceil((resolution - 1) / COARSE_STRIDE) + 1
+    coarse_size = coarse_size_for(resolution, coarse_stride)
     coarse = dense_density(field, coarse_size, radius, chunk_points, check)
 
     # A coarse cell is active when its corners straddle the threshold or come near it.
     log_density = coarse.clamp_min(1e-30).log() - math.log(threshold)
     corner_max = F.max_pool3d(log_density[None, None], kernel_size=2, stride=1)[0, 0]
     corner_min = -F.max_pool3d(-log_density[None, None], kernel_size=2, stride=1)[0, 0]
-    near = (corner_max > -BAND_LOG_MARGIN) & (corner_min < BAND_LOG_MARGIN)
+    near = (corner_max > -band_log_margin) & (corner_min < band_log_margin)
     active = F.max_pool3d(near[None, None].float(), kernel_size=3, stride=1, padding=1)[0, 0] > 0
     share = float(active.float().mean())
     if share >= DENSE_SHARE:
@@ -229,6 +247,11 @@ def band_density(
         if len(chunk):  # no active cell at all (the threshold is far from every density): nothing to query
             volume[chunk] = _finite(field.density(_points_at(chunk, axis, resolution)))
     return volume.view(resolution, resolution, resolution)
+
+
+def coarse_size_for(resolution: int, coarse_stride: int = COARSE_STRIDE) -> int:
+    """Points per axis of the band's coarse grid over a fine grid of `resolution` points."""
+    return math.ceil((resolution - 1) / coarse_stride) + 1
 
 
 def _finite(density: torch.Tensor) -> torch.Tensor:

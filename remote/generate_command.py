@@ -93,7 +93,7 @@ def run_generate(args: argparse.Namespace) -> int:
             totals[stage] = totals.get(stage, 0.0) + seconds
         tqdm.write(f"{image} -> {target} ({result.vertex_count} vertices, {result.face_count} faces)")
     if done:
-        print(format_timings(totals, done, time.perf_counter() - started, pipeline.info["device"]))
+        print(format_timings(totals, done, time.perf_counter() - started, pipeline.device.type))
     return 1 if failures else 0
 
 

@@ -281,9 +281,11 @@ def main(input_path: str, output_path: str, **values: Any) -> None:
 
 
 # Modal makes its flags from the signature: one per declared option (remote/options.py).
-main.__signature__ = entrypoint_signature(  # type: ignore[attr-defined]
+_signature = entrypoint_signature(
     inspect.Parameter("input_path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
     inspect.Parameter("output_path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
 )
-main.__annotations__ = {name: parameter.annotation for name, parameter in main.__signature__.parameters.items()}
+# inspect.signature reads a function's __signature__ (documented), which typeshed does not declare.
+main.__signature__ = _signature  # type: ignore[attr-defined]
+main.__annotations__ = {name: parameter.annotation for name, parameter in _signature.parameters.items()}
 main = app.local_entrypoint()(main)

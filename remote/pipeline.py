@@ -113,7 +113,7 @@ class Pipeline:
         self.device = device
         self.remover = remover
         self.max_pixels = max_pixels
-        self.info = {
+        self.info: dict[str, str | bool | None] = {
             "model": model_source,
             "revision": revision,
             "device": device.type,
@@ -288,6 +288,8 @@ class Pipeline:
                     threshold=options.threshold,
                     target_faces=options.target_faces,
                     method=self.extraction,
+                    coarse_stride=self.policy.coarse_stride,
+                    band_log_margin=self.policy.band_log_margin,
                     timings=timings,
                     sync=self._sync,
                     normals=False,  # not written to the GLB, see below
@@ -313,10 +315,10 @@ class Pipeline:
     def scene_code(self, images: torch.Tensor) -> torch.Tensor:
         """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in
         the scene code) is run again with bf16 arithmetic, which has float32's range."""
-        scene_code = self.run_model(images)[0]
+        scene_code = self.run_model(images, tf32=self.policy.tf32)[0]
         if self.policy.matmul_dtype == "float16" and not bool(scene_code.isfinite().all()):
             logger.warning("the fp16 model pass overflowed on this image; running it again with bf16 arithmetic")
-            scene_code = self.model.forward_wide_range(images, self.policy.float32_layers)[0]
+            scene_code = self.model.forward_wide_range(images, self.policy.float32_layers, tf32=self.policy.tf32)[0]
             if not bool(scene_code.isfinite().all()):
                 raise ImageTo3DError(
                     "The model's numbers overflowed on this image even with bf16 arithmetic; run the server "

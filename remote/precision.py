@@ -15,6 +15,7 @@ its weights. A benchmark that wants a variant builds it: `dataclasses.replace(po
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,17 @@ PRECISIONS = ("auto", "fast", "float32")
 DEFAULT_PRECISION = "auto"
 EXACT = "float32"  # what the `--exact` alias means
 EXTRACTIONS = ("band", "dense")
+# TF32 for the model pass's float32 products: "off" (the product: they run in float32),
+# "convolutions" (PyTorch's default: cuDNN's convolutions in TF32), "on" (matrix products too).
+TF32_MODES = ("off", "convolutions", "on")
 DTYPES = ("float32", "float16", "bfloat16")
+
+# The band extraction's defaults (remote/extraction.py takes them as keyword defaults): the fine
+# voxels per coarse cell edge, and how close to the threshold, in log-density, a coarse corner
+# counts as "near the surface" (e^±4: a narrower band lost sharp peaks that the coarse grid
+# undersampled; docs/performance.md, "Figures behind the code").
+COARSE_STRIDE = 4
+BAND_LOG_MARGIN = 4.0
 
 # The products the fast path keeps in float32, by their names in the model: the ViT's patch
 # embedding (it reads the pixels) and the transformer's proj_in and proj_out (proj_out writes the
@@ -60,6 +71,11 @@ class PrecisionPolicy:
       (`Pipeline.warm_up`, which the server runs before it reports ready; the one-shot CLI does
       not warm up, so it does not spend tens of seconds compiling for one image); CUDA only, and
       kept only if it agrees with the eager pass (remote/triposr/cuda_graph.py).
+    - `tf32`: one of TF32_MODES, for the model pass (remote/triposr/model.py's
+      `float32_products`); "off" in every policy the product runs, as TF32 convolutions alone
+      move the surface (docs/performance.md); the others are for experiments.
+    - `coarse_stride`, `band_log_margin`: the band's coarse grid (fine voxels per coarse cell
+      edge) and its width (log-density either side of the threshold); the band extraction only.
     """
 
     matmul_dtype: str = "float32"
@@ -69,6 +85,9 @@ class PrecisionPolicy:
     cuda_graph: bool = False
     extraction: str = "dense"
     compile_model: bool = False
+    tf32: str = "off"
+    coarse_stride: int = COARSE_STRIDE
+    band_log_margin: float = BAND_LOG_MARGIN
 
     def __post_init__(self) -> None:
         for name in ("matmul_dtype", "decoder_dtype"):
@@ -76,6 +95,12 @@ class PrecisionPolicy:
                 raise ValueError(f"{name} must be one of {', '.join(DTYPES)} (got {getattr(self, name)!r})")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)} (got {self.extraction!r})")
+        if self.tf32 not in TF32_MODES:
+            raise ValueError(f"tf32 must be one of {', '.join(TF32_MODES)} (got {self.tf32!r})")
+        if isinstance(self.coarse_stride, bool) or not isinstance(self.coarse_stride, int) or self.coarse_stride < 1:
+            raise ValueError(f"coarse_stride must be a whole number of at least 1 (got {self.coarse_stride!r})")
+        if not (math.isfinite(self.band_log_margin) and self.band_log_margin >= 0):
+            raise ValueError(f"band_log_margin must be a finite number of at least 0 (got {self.band_log_margin!r})")
 
     @property
     def reduced(self) -> bool:

@@ -123,7 +123,7 @@ def check_background_removal(remover: BackgroundRemover, device: torch.device) -
     """
     where = background_removal_device(remover)
     if device.type == "cuda" and where != "cuda":
-        import onnxruntime
+        import onnxruntime  # type: ignore[import-untyped]  # ships no type information (no py.typed)
 
         raise ModelLoadError(
             f"Background removal would run on the CPU although this machine has a GPU: ONNX Runtime "

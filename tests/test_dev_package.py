@@ -41,6 +41,30 @@ def test_tests_import_no_benchmark_module() -> None:
         assert not _top_level_imports(path) & benchmarks, (path, _top_level_imports(path) & benchmarks)
 
 
+def _uses_sys_path(path: Path) -> bool:
+    """Whether the code touches `sys.path` (not merely names it in a string)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr == "path":
+            if isinstance(node.value, ast.Name) and node.value.id == "sys":
+                return True
+        if isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "path" for a in node.names):
+            return True
+    return False
+
+
+def test_tests_edit_no_sys_path(tmp_path: Path) -> None:
+    """pytest puts tests/ on the path (`pythonpath` in pyproject.toml); scripts run from tests/
+    say how they are run (PYTHONPATH=tests)."""
+    edit = tmp_path / "edit.py"
+    edit.write_text("import sys\n\nsys.path.insert(0, 'tests')\n", encoding="utf-8")
+    assert _uses_sys_path(edit)
+    scripts = sorted((ROOT / "tests").rglob("*.py"))
+    assert ROOT / "tests" / "conftest.py" in scripts
+    assert [path for path in scripts if _uses_sys_path(path)] == []
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["tool"]["pytest"]["ini_options"]["pythonpath"] == ["tests"]
+
+
 def test_the_dev_package_imports_no_test_or_benchmark_module() -> None:
     local = {path.stem for path in BENCHMARKS} | {path.stem for path in TESTS}
     for path in DEV_PACKAGE.glob("*.py"):

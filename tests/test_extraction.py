@@ -10,7 +10,8 @@ import torch
 import remote.marching_cubes as mc
 from image_to_3d_dev.analytic_field import BLUE, FIN_TOP, NOSE_CENTRE, NOSE_RADIUS, RED, AnalyticField
 from remote.errors import InvalidOptionError, NoForegroundError
-from remote.extraction import extract_mesh, weld
+from remote.extraction import band_density, coarse_size_for, extract_mesh, weld
+from remote.precision import BAND_LOG_MARGIN, COARSE_STRIDE
 
 RESOLUTION = 128
 VOXEL = 2 * 0.87 / (RESOLUTION - 1)
@@ -125,6 +126,35 @@ def test_a_real_band_is_not_the_dense_grid(field, caplog):
     with caplog.at_level("DEBUG", logger="remote.extraction"):
         extract_mesh(field, resolution=96, method="band")
     assert "querying the dense grid" not in caplog.text and "grid points evaluated" in caplog.text
+
+
+class _CountingField(AnalyticField):
+    """The analytic field, counting the points it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queried = 0
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        self.queried += len(points)
+        return super().density(points)
+
+
+def _points_queried(**band) -> int:
+    field = _CountingField()
+    band_density(field, 64, field.radius, field.threshold, 1 << 20, **band)
+    return field.queried
+
+
+def test_the_band_takes_its_stride_and_margin_as_parameters():
+    """A narrower band evaluates fewer fine points, a finer coarse grid more coarse ones: the
+    parameters reach the band (the pipeline passes its precision policy's)."""
+    default = _points_queried()
+    assert default == _points_queried(coarse_stride=COARSE_STRIDE, band_log_margin=BAND_LOG_MARGIN)
+    assert _points_queried(band_log_margin=0.0) < default < _points_queried(band_log_margin=8.0)
+    fine_coarse = _points_queried(coarse_stride=2, band_log_margin=0.0)
+    assert fine_coarse != _points_queried(band_log_margin=0.0)
+    assert fine_coarse >= coarse_size_for(64, 2) ** 3 == 33**3
 
 
 @pytest.mark.slow  # a large mesh decimated

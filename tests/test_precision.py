@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
+import PIL.Image
 import pytest
 import torch
 
 from conftest import TINY_MODEL
 from remote.errors import InvalidOptionError
+from remote.options import GenerateOptions
 from remote.pipeline import Pipeline
 from remote.precision import (
     FAST,
     FLOAT32,
     FLOAT32_BAND,
     FLOAT32_ENDS,
+    TF32_MODES,
     PrecisionPolicy,
     apply_policy,
     policy_for,
@@ -60,6 +63,12 @@ def test_unknown_settings_and_values_are_refused() -> None:
         PrecisionPolicy(matmul_dtype="float8")
     with pytest.raises(ValueError, match="extraction"):
         PrecisionPolicy(extraction="sparse")
+    with pytest.raises(ValueError, match="tf32"):
+        PrecisionPolicy(tf32="yes")
+    with pytest.raises(ValueError, match="coarse_stride"):
+        PrecisionPolicy(coarse_stride=0)
+    with pytest.raises(ValueError, match="band_log_margin"):
+        PrecisionPolicy(band_log_margin=-1.0)
 
 
 def test_the_float32_ends_name_modules_of_the_model() -> None:
@@ -127,3 +136,79 @@ def test_the_model_keeps_no_precision_state() -> None:
     Pipeline.from_model(model, torch.device("cpu"), BackgroundRemover(), precision="fast")
     for name in ("fused_field", "fused_field_checked", "transformer_dtype", "use_fast_precision", "float32_ends"):
         assert not hasattr(model, name), name
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_pipeline_passes_the_policys_band_to_the_extraction(monkeypatch) -> None:
+    """The band's stride and margin are the policy's (benchmarks/pipeline.py's --coarse-stride and
+    --band-margin build such a policy), not module globals."""
+    import remote.pipeline
+
+    seen = {}
+
+    def spy(field, **options):
+        seen.update(options)
+        raise _Stop
+
+    monkeypatch.setattr(remote.pipeline, "extract_mesh", spy)
+    for policy in (FLOAT32_BAND, dataclasses.replace(FLOAT32_BAND, coarse_stride=2, band_log_margin=0.5)):
+        pipeline = Pipeline.from_model(
+            load_model(TINY_MODEL, device="cpu"), torch.device("cpu"), BackgroundRemover(), precision=policy
+        )
+        with pytest.raises(_Stop):
+            pipeline.generate(PIL.Image.new("RGB", (32, 32)), GenerateOptions(remove_background="never"))
+        assert (seen["method"], seen["coarse_stride"], seen["band_log_margin"]) == (
+            "band",
+            policy.coarse_stride,
+            policy.band_log_margin,
+        )
+
+
+def _tf32_in_the_pass(pipeline: Pipeline) -> list[tuple[bool, bool]]:
+    """PyTorch's TF32 switches (cuDNN, matrix products) as the patch embedding and the
+    post-processor see them during the pipeline's model pass."""
+    seen: list[tuple[bool, bool]] = []
+    model = pipeline.model
+    hooks = [
+        part.register_forward_pre_hook(
+            lambda *_: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        )
+        for part in (model.image_tokenizer.model.embeddings.patch_embeddings, model.post_processor)
+    ]
+    try:
+        with torch.inference_mode():
+            pipeline.scene_code(torch.rand(1, 32, 32, 3))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("policy", "flags"),
+    [
+        (FLOAT32, (False, False)),
+        (FLOAT32_BAND, (False, False)),
+        (dataclasses.replace(FAST, cuda_graph=False), (False, False)),
+        (dataclasses.replace(FLOAT32, tf32="convolutions"), (True, False)),
+        (dataclasses.replace(FLOAT32, tf32="on"), (True, True)),
+    ],
+)
+def test_tf32_in_the_model_pass_is_the_policys(policy: PrecisionPolicy, flags: tuple[bool, bool]) -> None:
+    """The product's policies keep TF32 off in the pass; a policy may allow it (an experiment,
+    benchmarks/investigations/precision_sweep.py), with no module global patched."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    pipeline = Pipeline.from_model(
+        load_model(TINY_MODEL, device="cpu"), torch.device("cpu"), BackgroundRemover(), precision=policy
+    )
+    assert _tf32_in_the_pass(pipeline) == [flags, flags]
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_the_tf32_modes_are_the_models() -> None:
+    from remote.triposr.model import TF32_FLAGS
+
+    assert set(TF32_MODES) == set(TF32_FLAGS) and FAST.tf32 == FLOAT32.tf32 == FLOAT32_BAND.tf32 == "off"

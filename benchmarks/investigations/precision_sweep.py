@@ -7,8 +7,8 @@ field MLP fitted to the analytic shape), each configuration below runs the model
 path does (CUDA graph on CUDA) and reports its median time, how far its scene code is from float32
 (mean |difference| / mean |value|), and how far the surface moves: the float32 field on that scene
 code, dense grid, against the float32 dense path (surface distance in voxels, mesh_distance.py).
-Parts a configuration keeps in float32 run in float32 (the model's strict_float32: no TF32) unless
-it names TF32.
+Each configuration is a PrecisionPolicy (remote/precision.py): fp16 products except the layers it
+keeps in float32, which run in float32 (no TF32) unless its `tf32` says otherwise.
 """
 
 from __future__ import annotations
@@ -17,69 +17,50 @@ import argparse
 import copy
 import json
 import statistics
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
 
-import remote.triposr.model as model_module
 from image_to_3d_dev.images import model_input
 from image_to_3d_dev.scenes import FITTED_THRESHOLD, compare_meshes, mesh_for
 from image_to_3d_dev.paths import EXAMPLES
 from image_to_3d_dev.timing import device_sync, median_seconds
 from remote.pipeline import GenerateOptions
-from remote.precision import FLOAT32_ENDS
+from remote.precision import FLOAT32_ENDS, PrecisionPolicy, apply_policy
 from remote.triposr.cuda_graph import GraphedModel
-from remote.triposr.model import TripoSR, reduce_matmul_precision
+from remote.triposr.model import TripoSR
 from remote.triposr.weights import build_random_model, resolve_device
 
 
-def vit_layers(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
-    layers = list(model.image_tokenizer.model.encoder.layer)
-    return layers[first:last]
+def vit_layers(model: TripoSR, first: int = 0, last: int | None = None) -> tuple[str, ...]:
+    indices = range(len(model.image_tokenizer.model.encoder.layer))[first:last]
+    return tuple(f"image_tokenizer.model.encoder.layer.{index}" for index in indices)
 
 
-def ends(model: TripoSR) -> list[nn.Module]:
-    """The layers the product's fast path keeps in float32 (remote/precision.py's FLOAT32_ENDS)."""
-    return [model.get_submodule(name) for name in FLOAT32_ENDS]
+def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> tuple[str, ...]:
+    indices = range(len(model.backbone.transformer_blocks))[first:last]
+    return tuple(f"backbone.transformer_blocks.{index}" for index in indices)
 
 
-def blocks(model: TripoSR, first: int = 0, last: int | None = None) -> list[nn.Module]:
-    return list(model.backbone.transformer_blocks)[first:last]
+def fp16_except(*float32_layers: str, tf32: str = "off") -> PrecisionPolicy:
+    """fp16 products in the ViT and transformer except `float32_layers` (module names); the field
+    MLP stays float32 (the sweep measures the scene code)."""
+    return PrecisionPolicy(matmul_dtype="float16", float32_layers=float32_layers, tf32=tf32)
 
 
-# name -> (parts kept in float32, TF32 allowed for them); every other Linear/Conv2d of the ViT and
-# transformer gets fp16 products. Parts are whole blocks (a block runs in its first layer's dtype).
-CONFIGS = {
-    "all fp16": (lambda m: [], False),
-    "ends float32 (default)": (lambda m: ends(m), False),
-    "ViT TF32": (lambda m: [m.image_tokenizer], True),
-    "ViT layers 0-5 float32": (lambda m: [m.image_tokenizer.model.embeddings] + vit_layers(m, 0, 6), False),
-    "ViT float32": (lambda m: [m.image_tokenizer], False),
-    "ViT and ends float32": (lambda m: [m.image_tokenizer] + ends(m), False),
-    "ViT, ends, blocks 12-15 float32": (lambda m: [m.image_tokenizer] + ends(m) + blocks(m, 12), False),
-    "transformer float32": (lambda m: [m.backbone], False),
+# name -> the configuration's policy for a model. Parts are whole blocks (a block runs in its
+# first layer's dtype).
+CONFIGS: dict[str, Callable[[TripoSR], PrecisionPolicy]] = {
+    "all fp16": lambda m: fp16_except(),
+    "ends float32 (default)": lambda m: fp16_except(*FLOAT32_ENDS),
+    "ViT TF32": lambda m: fp16_except("image_tokenizer", tf32="on"),
+    "ViT layers 0-5 float32": lambda m: fp16_except("image_tokenizer.model.embeddings", *vit_layers(m, 0, 6)),
+    "ViT float32": lambda m: fp16_except("image_tokenizer"),
+    "ViT and ends float32": lambda m: fp16_except("image_tokenizer", *FLOAT32_ENDS),
+    "ViT, ends, blocks 12-15 float32": lambda m: fp16_except("image_tokenizer", *FLOAT32_ENDS, *blocks(m, 12)),
+    "transformer float32": lambda m: fp16_except("backbone"),
 }
-
-
-@contextmanager
-def tf32(allowed: bool) -> Iterator[None]:
-    """TF32 for float32 products while the block runs, when `allowed`: PyTorch's default for
-    convolutions, which the model's own strict_float32 otherwise turns off."""
-    if not allowed:
-        yield
-        return
-    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    strict = model_module.strict_float32
-    model_module.strict_float32 = nullcontext  # type: ignore[assignment]
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        yield
-    finally:
-        model_module.strict_float32 = strict
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 REFERENCE_ROW = "float32, TF32 convolutions (PyTorch's default)"
@@ -100,18 +81,14 @@ def sweep_scene(image: Path, args: argparse.Namespace, device: torch.device, opt
     with torch.inference_mode():
         exact_code = model(images)[0]
         exact_mesh = mesh_for(model.field(exact_code), options, method="dense")
-        with tf32(True):
-            torch.backends.cuda.matmul.allow_tf32 = False  # convolutions only: PyTorch's default
-            tf32_conv_code = model(images)[0]
+        tf32_conv_code = model(images, tf32="convolutions")[0]  # PyTorch's default
     rows = {REFERENCE_ROW: measure_code(model, exact_code, tf32_conv_code, exact_mesh, options, None)}
-    for name, (float32_parts, tf32_allowed) in CONFIGS.items():
+    for name, config in CONFIGS.items():
         if args.only and name not in args.only:
             continue
-        candidate = copy.deepcopy(model)
-        for part in (candidate.image_tokenizer, candidate.backbone):
-            reduce_matmul_precision(part, torch.float16, keep=float32_parts(candidate))
-        with tf32(tf32_allowed):
-            seconds, code = time_model_pass(candidate, images, args.runs)
+        policy = config(model)
+        candidate = apply_policy(copy.deepcopy(model), policy)
+        seconds, code = time_model_pass(candidate, images, args.runs, policy.tf32)
         rows[name] = measure_code(model, exact_code, code, exact_mesh, options, seconds)
         del candidate, code
         if device.type == "cuda":
@@ -133,11 +110,13 @@ def fitted_model(image: Path, args: argparse.Namespace, device: torch.device) ->
     return model, images
 
 
-def time_model_pass(model: TripoSR, images: torch.Tensor, runs: int) -> tuple[float, torch.Tensor]:
+def time_model_pass(model: TripoSR, images: torch.Tensor, runs: int, tf32: str) -> tuple[float, torch.Tensor]:
     """Median seconds of the model pass as the fast path runs it, and its scene code."""
     run = GraphedModel(model) if images.is_cuda else model
     with torch.inference_mode():
-        code, seconds = median_seconds(lambda: run(images)[0], runs, warmup=3, sync=device_sync(images.device))
+        code, seconds = median_seconds(
+            lambda: run(images, tf32=tf32)[0], runs, warmup=3, sync=device_sync(images.device)
+        )
     return seconds, code
 
 

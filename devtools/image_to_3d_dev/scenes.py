@@ -14,6 +14,7 @@ from image_to_3d_dev.images import model_input
 from remote.extraction import Mesh, dense_density, extract_mesh
 from remote.options import GenerateOptions
 from remote.pipeline import Pipeline
+from remote.precision import BAND_LOG_MARGIN, COARSE_STRIDE
 from remote.triposr.weights import build_random_model
 
 FITTED_THRESHOLD = 25.0  # upstream's; the fitted scene's surface is fitted at it
@@ -91,9 +92,25 @@ def scene_code_for(pipeline: Pipeline, image_path: Path) -> torch.Tensor:
         return pipeline.model(model_input(image_path, pipeline.device))[0]
 
 
-def mesh_for(field, options: GenerateOptions, method: str = "band") -> Mesh:
+def mesh_for(
+    field,
+    options: GenerateOptions,
+    method: str = "band",
+    *,
+    coarse_stride: int = COARSE_STRIDE,
+    band_log_margin: float = BAND_LOG_MARGIN,
+) -> Mesh:
+    """The mesh extract_mesh gives for `options`' resolution and threshold (the band's stride and
+    margin as a precision policy's)."""
     with torch.inference_mode():
-        return extract_mesh(field, resolution=options.resolution, threshold=options.threshold, method=method)
+        return extract_mesh(
+            field,
+            resolution=options.resolution,
+            threshold=options.threshold,
+            method=method,
+            coarse_stride=coarse_stride,
+            band_log_margin=band_log_margin,
+        )
 
 
 def compare_meshes(candidate: Mesh, reference: Mesh, resolution: int) -> dict:

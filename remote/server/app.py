@@ -124,8 +124,11 @@ def create_app(
         description="Turn one picture into a vertex-coloured 3D mesh (TripoSR). See docs/api.md.",
         lifespan=lifespan,
         redirect_slashes=False,  # its redirect would be built from the client's Host header
-        # With a token the server is meant for one client; strangers get no map of the API.
-        **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.token else {}),
+        # With a token the server is meant for one client; strangers get no map of the API. (Else
+        # FastAPI's own paths.)
+        docs_url=None if settings.token else "/docs",
+        redoc_url=None if settings.token else "/redoc",
+        openapi_url=None if settings.token else "/openapi.json",
     )
     app.state.holder, app.state.gate, app.state.settings = holder, gate, settings
     body_limits = BodyLimits(timeout_s=settings.body_timeout_s, min_rate=settings.body_min_rate)

@@ -27,37 +27,40 @@ COMPILE_TOLERANCE = 1e-2
 
 
 class GraphedModel:
-    """Callable like the model (images in, scene codes out); CUDA inputs replay a captured graph."""
+    """Callable like the model (images in, scene codes out); CUDA inputs replay a graph captured
+    once per input shape and TF32 setting (TF32's kernels are chosen at capture)."""
 
     def __init__(self, model: TripoSR) -> None:
         self.model = model
-        self.encode: Callable[[torch.Tensor], torch.Tensor] = model.encode
+        self.encode: Callable[..., torch.Tensor] = model.encode
         self.compiled = False
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, *, tf32: str = "off") -> torch.Tensor:
         if not images.is_cuda:
-            return self.encode(self.model.preprocess(images)) if self.compiled else self.model(images)
+            if self.compiled:
+                return self.encode(self.model.preprocess(images), tf32=tf32)
+            return self.model(images, tf32=tf32)
         pixels = self.model.preprocess(images)
-        key = (tuple(pixels.shape), pixels.dtype, pixels.device)
+        key = (tuple(pixels.shape), pixels.dtype, pixels.device, tf32)
         if key not in self._graphs:
-            self._graphs[key] = self._capture(pixels)
+            self._graphs[key] = self._capture(pixels, tf32)
         graph, static_pixels, static_codes = self._graphs[key]
         static_pixels.copy_(pixels)
         graph.replay()
         return static_codes.clone()  # the next replay overwrites the graph's output
 
-    def _capture(self, pixels: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+    def _capture(self, pixels: torch.Tensor, tf32: str) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         static_pixels = pixels.clone()
         stream = torch.cuda.Stream(pixels.device)
         stream.wait_stream(torch.cuda.current_stream(pixels.device))
         with torch.cuda.stream(stream):
             for _ in range(WARMUP_RUNS):
-                self.encode(static_pixels)
+                self.encode(static_pixels, tf32=tf32)
         torch.cuda.current_stream(pixels.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_codes = self.encode(static_pixels)
+            static_codes = self.encode(static_pixels, tf32=tf32)
         return graph, static_pixels, static_codes
 
     def compile(self, pixels: torch.Tensor, compiler: Callable | None = None) -> bool:

@@ -30,8 +30,8 @@ import torch
 from remote import environment
 
 try:
-    import triton
-    import triton.language as tl
+    import triton  # type: ignore[import-untyped]  # Triton ships no type information (no py.typed)
+    import triton.language as tl  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton; others may not
     triton = None
 

@@ -43,13 +43,22 @@ def reduce_matmul_precision(module: nn.Module, dtype: torch.dtype, keep: Iterabl
     return module
 
 
+# PyTorch's two TF32 switches (cuDNN convolutions, matrix products) for each of remote/precision.py's
+# TF32_MODES: "off" is the product's, the others are experiments ("convolutions" is PyTorch's default).
+TF32_FLAGS = {"off": (False, False), "convolutions": (True, False), "on": (True, True)}
+
+
 @contextmanager
-def strict_float32() -> Iterator[None]:
-    """float32 products really in float32 while the block runs: PyTorch's default lets cuDNN run
-    float32 convolutions (the patch embedding, the post-processor) in TF32, whose 10-bit inputs
-    move the surface measurably (docs/performance.md, "The fast path's precision policy")."""
+def float32_products(tf32: str = "off") -> Iterator[None]:
+    """PyTorch's TF32 switches set for `tf32` while the block runs, the caller's restored after.
+
+    "off": float32 products really in float32. PyTorch's default lets cuDNN run float32
+    convolutions (the patch embedding, the post-processor) in TF32, whose 10-bit inputs move the
+    surface measurably (docs/performance.md, "TF32 off inside the model pass")."""
+    if tf32 not in TF32_FLAGS:
+        raise ValueError(f"tf32 must be one of {', '.join(TF32_FLAGS)} (got {tf32!r})")
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = TF32_FLAGS[tf32]
     try:
         yield
     finally:
@@ -138,15 +147,18 @@ class TripoSR(nn.Module):
         pixels = images.permute(0, 3, 1, 2).float()
         return F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, H, W, 3) float in 0..1 -> scene codes (B, 3, C, R, R)."""
+    def forward(self, images: torch.Tensor, *, tf32: str = "off") -> torch.Tensor:
+        """Images (B, H, W, 3) float in 0..1 -> scene codes (B, 3, C, R, R). `tf32`: whether the
+        pass's float32 products may use TF32 (`float32_products`; a precision policy's `tf32`)."""
         if images.dim() != 4 or images.shape[-1] != 3 or not images.is_floating_point():
             raise ValueError(
                 f"TripoSR takes float images shaped (B, H, W, 3) in 0..1, got {images.dtype} {tuple(images.shape)}"
             )
-        return self.encode(self.preprocess(images))
+        return self.encode(self.preprocess(images), tf32=tf32)
 
-    def forward_wide_range(self, images: torch.Tensor, float32_layers: Iterable[str] = ()) -> torch.Tensor:
+    def forward_wide_range(
+        self, images: torch.Tensor, float32_layers: Iterable[str] = (), *, tf32: str = "off"
+    ) -> torch.Tensor:
         """`forward` with bf16 copies of the encoder's and transformer's matrix weights (except the
         modules named in `float32_layers`, kept float32), for the rare input whose activations
         overflow fp16 (bf16 has float32's range). The copies are temporary (about 0.8 GB at full size)."""
@@ -159,18 +171,24 @@ class TripoSR(nn.Module):
             if top in copies:
                 keep.append(copies[top].get_submodule(rest))
         reduce_matmul_precision(copied, torch.bfloat16, keep=keep)
-        return self._encode(self.preprocess(images), copies["image_tokenizer"], self.tokenizer, copies["backbone"])
+        pixels = self.preprocess(images)
+        return self._encode(pixels, copies["image_tokenizer"], self.tokenizer, copies["backbone"], tf32)
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, pixels: torch.Tensor, *, tf32: str = "off") -> torch.Tensor:
         """Pixels (B, 3, S, S) at the conditioning size -> scene codes (B, 3, C, R, R): fixed shapes,
         so the CUDA path can replay it as one graph (cuda_graph.py)."""
-        return self._encode(pixels, self.image_tokenizer, self.tokenizer, self.backbone)
+        return self._encode(pixels, self.image_tokenizer, self.tokenizer, self.backbone, tf32)
 
     def _encode(
-        self, pixels: torch.Tensor, image_tokenizer: nn.Module, tokenizer: nn.Module, backbone: nn.Module
+        self,
+        pixels: torch.Tensor,
+        image_tokenizer: nn.Module,
+        tokenizer: TriplaneTokenizer,
+        backbone: nn.Module,
+        tf32: str = "off",
     ) -> torch.Tensor:
         dtype = tokenizer.embeddings.dtype
-        with strict_float32():
+        with float32_products(tf32):
             image_tokens = image_tokenizer(pixels).to(dtype)
             tokens = backbone(tokenizer(pixels.shape[0]), image_tokens)
             planes = tokenizer.detokenize(tokens).to(self.post_processor.upsample.weight.dtype)
@@ -199,7 +217,7 @@ class TripoSR(nn.Module):
         features = sampled.view(-1, points.shape[0]).t()
         decoder = decoder or self.decoder
         decoder_dtype = next(decoder.parameters()).dtype
-        with strict_float32():
+        with float32_products():
             return self.activate(decoder(features.to(decoder_dtype)))
 
     def activate(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +284,7 @@ class SceneField:
         self.fused: tuple[fused_field.FusedFieldMLP, torch.Tensor] | None = None
         if fused is not None and fused.runs_on(scene_code):
             mlp = fused.mlp()
-            with strict_float32():
+            with float32_products():
                 self.fused = (mlp, fused_field.project_planes(scene_code, mlp.first_weight))
             if not fused.checked:
                 self._check_fused(fused)

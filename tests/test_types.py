@@ -1,4 +1,5 @@
-"""Type-check the add-on against fake-bpy-module (mypy), so API misuse fails CI, not an artist."""
+"""Type-check the add-on against fake-bpy-module and the service (remote/) with mypy, so API misuse
+fails CI, not an artist or a request."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import sys
 from live_server import ROOT
 import pytest
 
-pytestmark = pytest.mark.slow  # mypy over the add-on
+pytestmark = pytest.mark.slow  # mypy over the add-on and the service
 
 
-def test_addon_type_checks():
+@pytest.mark.parametrize("package", ["blender_addon", "remote"])
+def test_the_package_type_checks(package: str) -> None:
     run = subprocess.run(
         [
             sys.executable,
@@ -20,7 +22,7 @@ def test_addon_type_checks():
             "--config-file",
             str(ROOT / "mypy.ini"),
             "--no-incremental",
-            str(ROOT / "blender_addon"),
+            str(ROOT / package),
         ],
         cwd=ROOT,
         capture_output=True,

@@ -222,6 +222,7 @@ class Service:
             max_pixels=settings.max_pixels,
             precision=settings.precision,
             times=self.times,
+            compile_model=GPU_SNAPSHOT,  # compiled once before the snapshot, or not at all (docs/deploy.md)
         )
         try:  # the kernels compiled by the warm-up, for the next container; only a speed-up
             cache_volume.commit()

@@ -16,6 +16,8 @@ Each phase is timed (`StartupTimes`) and logged as `start-up <phase>: <seconds> 
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import logging
 import time
@@ -30,7 +32,7 @@ import torch
 
 from remote.errors import ModelLoadError
 from remote.pipeline import Pipeline
-from remote.precision import check_precision
+from remote.precision import check_precision, policy_for
 from remote.preprocess import BackgroundRemover
 from remote.triposr.model import TripoSR
 from remote.triposr.weights import load_model, resolve_device
@@ -155,8 +157,13 @@ def finish_on_device(
     max_pixels: int | None = 40_000_000,
     precision: str = "auto",
     times: StartupTimes | None = None,
+    compile_model: bool = True,
 ) -> Pipeline:
     """The quick half: move `model` to `device` (CUDA when present if None) and build the Pipeline.
+
+    `compile_model=False` leaves the model pass uncompiled whatever the precision's policy says:
+    Modal passes it unless the GPU snapshot holds the compiled pass, so that a restore does not
+    spend tens of seconds compiling for a few milliseconds a request (docs/deploy.md, "Cold start").
 
     `model_source` and `revision` are what the pipeline reports (e.g. in `/v1/health`): the hub
     repository and commit the local files were verified against. `precision` means what it means
@@ -166,6 +173,9 @@ def finish_on_device(
     times = times or StartupTimes()
     check_precision(precision)  # before any device work
     torch_device = resolve_device(device)
+    policy = policy_for(precision, torch_device.type)
+    if not compile_model:
+        policy = dataclasses.replace(policy, compile_model=False)
     with times.phase("model to device"):
         model = model.to(torch_device)
         if torch_device.type == "cuda":
@@ -179,7 +189,7 @@ def finish_on_device(
         model,
         torch_device,
         remover,
-        precision=precision,
+        precision=policy,
         model_source=model_source,
         revision=revision,
         max_pixels=max_pixels,

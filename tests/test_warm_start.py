@@ -28,6 +28,17 @@ def test_cpu_half_then_device_half_give_a_working_pipeline(tmp_path):
     assert result.glb[:4] == b"glTF" and result.face_count > 0
 
 
+def test_the_device_half_can_leave_the_pass_uncompiled(tmp_path):
+    """Modal's restores (without a GPU snapshot) do not compile; the policy says so before warm-up."""
+    u2net = build_tiny_u2net(tmp_path / "u2net.onnx")
+    common = dict(device="cpu", rembg_model_path=u2net, model_source="m", revision=None, precision="fast")
+    kept = warm_start.finish_on_device(warm_start.load_on_cpu(TINY_MODEL), **common)
+    plain = warm_start.finish_on_device(warm_start.load_on_cpu(TINY_MODEL), **common, compile_model=False)
+
+    assert kept.policy.compile_model and not plain.policy.compile_model
+    assert plain.policy.matmul_dtype == kept.policy.matmul_dtype == "float16"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_warm_up_prepares_the_cuda_path() -> None:
     """After warm_up the fused kernel is compiled and checked and the model pass is captured."""

@@ -1,6 +1,6 @@
 """Where the model pass's time goes on CUDA, and what its alternatives cost (#16: under 9 ms).
 
-    uv run python benchmarks/investigations/model_pass.py --runs 30 [--compile default max-autotune-no-cudagraphs] [--trace DIR]
+    uv run python benchmarks/investigations/model_pass.py --runs 30 [--variants] [--compile default] [--trace DIR]
 
 Full-size random weights (the time does not depend on the values), one 512² image, the fast
 path's policy. Prints, as median ms of warm runs (CUDA events around each call):
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument(
         "--compile", nargs="*", default=[], help="also time torch.compile's code in these modes (slow to compile)"
     )
+    parser.add_argument("--variants", action="store_true", help="also time the attention, dtype and stream variants")
     parser.add_argument("--trace", default=None, help="folder for a Chrome trace of one eager pass")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -121,7 +122,8 @@ def main() -> None:
             prof.export_chrome_trace(f"{args.trace}/model_pass_trace.json")
 
         variants: dict[str, object] = {}
-        for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"):
+        backends = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH") if args.variants else ()
+        for backend in backends:
             try:
                 ms, codes = graphed_ms(model, images, args.runs, lambda b=backend: sdpa_kernel(getattr(SDPBackend, b)))
                 variants[f"attention_{backend.lower()}"] = {"graph_ms": ms, "distance": distance(codes, reference)}
@@ -129,6 +131,8 @@ def main() -> None:
                 variants[f"attention_{backend.lower()}"] = f"{type(error).__name__}: {str(error)[:200]}"
             print(json.dumps(variants), flush=True)
 
+    if args.variants:
+        torch.set_grad_enabled(False)  # as inference mode above: nothing here needs gradients
         bf16 = copy.deepcopy(model)
         apply_policy(bf16, FAST.__class__(**{**FAST.__dict__, "matmul_dtype": "bfloat16"}))
         ms, codes = graphed_ms(bf16, images, args.runs)

@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="how many requests in all")
     parser.add_argument("--concurrency", type=int, default=8, help="how many in flight at once")
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--threshold", type=float, default=None, help="density threshold (default: the server's)")
     parser.add_argument("--token", default=None, help="bearer token, if the server needs one")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -111,7 +112,9 @@ def main() -> None:
 
     body = args.image.read_bytes()
     content_type = CONTENT_TYPES.get(args.image.suffix.lower(), "image/png")
-    params = {"resolution": args.resolution}
+    params: dict[str, Any] = {"resolution": args.resolution}
+    if args.threshold is not None:
+        params["threshold"] = args.threshold
     url = args.url.rstrip("/")
     start = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:

@@ -199,7 +199,12 @@ class BackgroundRemover:
             return self._session
 
     def _open(self) -> Any:
-        from rembg import new_session  # type: ignore[import-untyped]
+        try:
+            from rembg import new_session  # type: ignore[import-untyped]
+        except ImportError as error:  # a broken install (or onnxruntime's native library missing)
+            raise ModelLoadError(
+                f"rembg could not be imported ({error}); reinstall the packages (`uv sync`)."
+            ) from error
 
         if self.model_path is not None:
             try:

@@ -102,3 +102,14 @@ def test_the_glb_is_written_after_the_device_is_free(pipeline, monkeypatch):
     result = pipeline.generate(ROBOT, GenerateOptions(resolution=32))
 
     assert seen == [False] and result.glb[:4] == b"glTF" and "glb" in result.timings
+
+
+def test_a_missing_rembg_leaves_the_pipeline_serving_cut_outs(monkeypatch):
+    """rembg that cannot be imported is 'background removal unavailable', not a dead server."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "rembg", None)  # `import rembg` now raises ImportError
+    pipeline = Pipeline.load(model=TINY_MODEL, device="cpu")  # default u2net: nothing downloads before the import
+
+    assert not pipeline.open_background_removal() and not pipeline.background_removal
+    assert pipeline.generate(ROBOT, GenerateOptions(resolution=32)).glb[:4] == b"glTF"

@@ -34,7 +34,7 @@ class ViTEmbeddings(nn.Module):
         self.position_embeddings = nn.Parameter(torch.zeros(1, trained_grid**2 + 1, config.hidden_size))
         self.patch_embeddings = PatchEmbeddings(config)
         # The resized grid for the last input size: it depends only on the weights and the size, and
-        # the bicubic resize is a quarter of the fast path's model pass on a GPU (docs/performance.md).
+        # the bicubic resize was the largest single kernel of the fast path's pass (docs/performance.md).
         self._resized: tuple[tuple, torch.Tensor] | None = None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,10 @@
     uv run image-to-3d serve --port 8000 &
     uv run python benchmarks/load.py --url http://127.0.0.1:8000 --requests 40 --concurrency 8
 
+or, with the server started (and stopped) by the benchmark itself, on a model folder:
+
+    uv run python benchmarks/load.py --serve path/to/model --requests 300 --concurrency 8 --resolution 256
+
 Busy answers (503 busy/loading) are expected when more requests arrive than the queue holds; other
 errors, connection failures and timeouts are not. Each request is one of: ok (200 and a GLB),
 busy, error (any other HTTP answer, counted by status and code), connection_failed, timeout.
@@ -14,9 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,13 +117,76 @@ def main() -> None:
     parser.add_argument("--token", default=None, help="bearer token, if the server needs one")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--serve",
+        metavar="MODEL",
+        default=None,
+        help="start `image-to-3d serve --model MODEL` on a free local port (queue as deep as --concurrency), "
+        "wait until it is ready, run --warmup requests, measure, stop it",
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="untimed requests first, one at a time (with --serve)")
     args = parser.parse_args()
+    if args.serve:
+        with served(args.serve, args.concurrency) as (url, ready_s):
+            args.url = url
+            for _ in range(args.warmup):
+                requests.post(
+                    url + "/v1/generate",
+                    data=args.image.read_bytes(),
+                    params=_params(args),
+                    headers={"Content-Type": CONTENT_TYPES.get(args.image.suffix.lower(), "image/png")},
+                    timeout=args.timeout,
+                )
+            run(args, {"server_ready_s": ready_s})
+    else:
+        run(args, {})
 
-    body = args.image.read_bytes()
-    content_type = CONTENT_TYPES.get(args.image.suffix.lower(), "image/png")
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"resolution": args.resolution}
     if args.threshold is not None:
         params["threshold"] = args.threshold
+    return params
+
+
+@contextmanager
+def served(model: str, concurrency: int, ready_timeout: float = 300.0) -> Iterator[tuple[str, float]]:
+    """`image-to-3d serve` in a child process; yields its URL and the seconds until /v1/health said
+    ready (the model loaded and warmed up), and stops it afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "remote.cli", "serve", "--port", str(port), "--model", model]
+    command += ["--queue-size", str(max(0, concurrency - 1)), "--log-level", "warning"]
+    server = subprocess.Popen(command)
+    url, start = f"http://127.0.0.1:{port}", time.perf_counter()
+    try:
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"the server exited with {server.returncode}")
+            if time.perf_counter() - start > ready_timeout:
+                raise SystemExit(f"the server was not ready after {ready_timeout:.0f} s")
+            try:
+                status = requests.get(url + "/v1/health", timeout=2).json().get("status")
+            except (requests.RequestException, ValueError):
+                status = None
+            if status == "error":
+                raise SystemExit("the server's model failed to load (its log is above)")
+            if status in ("ready", "degraded"):
+                break
+            time.sleep(0.25)
+        yield url, time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run(args: argparse.Namespace, extra: dict[str, Any]) -> None:
+    """Send the requests and print the report."""
+
+    body = args.image.read_bytes()
+    content_type = CONTENT_TYPES.get(args.image.suffix.lower(), "image/png")
+    params = _params(args)
     url = args.url.rstrip("/")
     start = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:
@@ -124,7 +196,7 @@ def main() -> None:
                 range(args.requests),
             )
         )
-    report = summarise(outcomes, time.perf_counter() - start, args.requests, args.concurrency)
+    report = summarise(outcomes, time.perf_counter() - start, args.requests, args.concurrency) | extra
     if args.json:
         print(json.dumps(report))
         return

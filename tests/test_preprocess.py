@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 from PIL import ImageDraw
 
-from conftest import EXAMPLES, FIXTURES
+from conftest import EXAMPLES
 from remote.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -23,7 +23,7 @@ from remote.errors import (
 )
 from remote.preprocess import BackgroundRemover, frame_object, load_image, prepare_image
 from image_to_3d_dev.tiny_u2net import build_tiny_u2net
-from upstream_preprocess import load_rgba, upstream_model_input, upstream_square
+from upstream_preprocess import STORED, STORED_CASES, load_rgba, upstream_model_input, upstream_square
 
 RED = (200, 30, 30)
 
@@ -330,21 +330,12 @@ def test_default_session_with_a_wrong_checksum_tries_to_download_and_says_what_t
 # ---------------------------------------------------------------------------------------------
 # Crop, pad, composite, resize: upstream's preprocessing
 
-UPSTREAM = FIXTURES / "upstream_preprocess"
-UPSTREAM_CASES = ["chair_1537x1201", "robot_333x777", "hamburger_soft_2049x1031", "chair_97x131"]
 
-
-@pytest.fixture(scope="module")
-def upstream_expected():
-    with np.load(UPSTREAM / "expected.npz") as stored:
-        return {key: stored[key] for key in stored.files}
-
-
-@pytest.mark.parametrize("name", UPSTREAM_CASES)
+@pytest.mark.parametrize("name", STORED_CASES)
 def test_model_input_is_upstreams_for_stored_cut_outs(name, upstream_expected):
     """Odd sizes, wide and tall, larger than 1024 px, soft alpha, smaller than 512: the stored input
     that upstream's preprocessing gives its model, matched on every pixel."""
-    image = load_image(UPSTREAM / f"{name}.png")
+    image = load_image(STORED / f"{name}.png")
     ratio = float(upstream_expected[f"{name}_ratio"])
     prepared = prepare_image(image, foreground_ratio=ratio)
     expected = upstream_expected[name]

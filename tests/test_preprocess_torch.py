@@ -9,25 +9,16 @@ import pytest
 import torch
 from PIL import ImageDraw
 
-from conftest import EXAMPLES, FIXTURES
+from conftest import EXAMPLES
 from remote.errors import NoForegroundError
 from remote.preprocess import load_image, prepare_image
 from remote.preprocess_torch import alpha_bounds, prepare_image_tensor, prepare_rgba_tensor
-from upstream_preprocess import load_rgba, upstream_model_input
-
-UPSTREAM = FIXTURES / "upstream_preprocess"
-UPSTREAM_CASES = ["chair_1537x1201", "robot_333x777", "hamburger_soft_2049x1031", "chair_97x131"]
+from upstream_preprocess import STORED, STORED_CASES, load_rgba, upstream_model_input
 
 
-@pytest.fixture(scope="module")
-def upstream_expected():
-    with np.load(UPSTREAM / "expected.npz") as stored:
-        return {key: stored[key] for key in stored.files}
-
-
-@pytest.mark.parametrize("name", UPSTREAM_CASES)
+@pytest.mark.parametrize("name", STORED_CASES)
 def test_same_input_as_upstream_and_the_cpu_path_for_stored_cut_outs(name, upstream_expected):
-    image = load_image(UPSTREAM / f"{name}.png")
+    image = load_image(STORED / f"{name}.png")
     ratio = float(upstream_expected[f"{name}_ratio"])
     prepared = prepare_image_tensor(image, device="cpu", foreground_ratio=ratio)
     assert prepared.shape == (512, 512, 3) and prepared.dtype == torch.float32 and prepared.device.type == "cpu"
@@ -86,7 +77,7 @@ def test_the_weights_are_left_with_tf32_as_they_were():
 def test_a_crop_larger_than_one_band_is_the_same(monkeypatch):
     import remote.preprocess_torch as module
 
-    image = load_image(UPSTREAM / "hamburger_soft_2049x1031.png")
+    image = load_image(STORED / "hamburger_soft_2049x1031.png")
     whole = prepare_image_tensor(image, device="cpu", foreground_ratio=0.85)
     monkeypatch.setattr(module, "BAND_PIXELS", 50_000)  # about 25 rows a band
     banded = prepare_image_tensor(image, device="cpu", foreground_ratio=0.85)

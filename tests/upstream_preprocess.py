@@ -10,6 +10,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from image_to_3d_dev.paths import FIXTURES
+
 
 def upstream_square(rgba: np.ndarray, ratio: float) -> np.ndarray:
     """Crop to alpha > 0 (end exclusive), pad to a square, pad to int(side / ratio), composite
@@ -40,3 +42,14 @@ def upstream_model_input(rgba: np.ndarray, ratio: float, size: int = 512) -> np.
 
 def load_rgba(path) -> np.ndarray:
     return np.asarray(PIL.Image.open(path).convert("RGBA"))
+
+
+# The stored cut-outs and the input upstream's preprocessing gives for each (make_fixtures.py).
+STORED = FIXTURES / "upstream_preprocess"
+STORED_CASES = ["chair_1537x1201", "robot_333x777", "hamburger_soft_2049x1031", "chair_97x131"]
+
+
+def stored_expected() -> dict[str, np.ndarray]:
+    """The stored model inputs and foreground ratios, by case name (`<name>` and `<name>_ratio`)."""
+    with np.load(STORED / "expected.npz") as stored:
+        return {key: stored[key] for key in stored.files}

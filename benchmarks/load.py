@@ -41,12 +41,20 @@ class Outcome:
     kind: str  # ok | busy | error | connection_failed | timeout
     seconds: float
     detail: str = ""  # for errors: "<status> <code>"
+    headers_seconds: float | None = None  # until the answer's headers arrived (the job and its gzip done)
+    stages: dict[str, float] | None = None  # the server's own stage times (Server-Timing), seconds
 
 
 def one_request(
-    url: str, body: bytes, content_type: str, params: dict[str, Any], token: str | None, timeout: float
+    url: str,
+    body: bytes,
+    content_type: str,
+    params: dict[str, Any],
+    token: str | None,
+    timeout: float,
+    encoding: str = "gzip",
 ) -> Outcome:
-    headers = {"Content-Type": content_type}
+    headers = {"Content-Type": content_type, "Accept-Encoding": encoding}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     start = time.perf_counter()
@@ -58,11 +66,24 @@ def one_request(
         return Outcome("connection_failed", time.perf_counter() - start, type(error).__name__)
     elapsed = time.perf_counter() - start
     if response.status_code == 200 and response.content[:4] == b"glTF":
-        return Outcome("ok", elapsed)
+        stages = server_timing(response.headers.get("Server-Timing", ""))
+        return Outcome("ok", elapsed, headers_seconds=response.elapsed.total_seconds(), stages=stages)
     code = _error_code(response)
     if response.status_code == 503 and code in ("busy", "loading"):
         return Outcome("busy", elapsed, code)
     return Outcome("error", elapsed, f"{response.status_code} {code}")
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`decode;dur=6.1, model;dur=8.0` as {"decode": 0.0061, "model": 0.008} (seconds)."""
+    stages: dict[str, float] = {}
+    for entry in header.split(","):
+        name, _, parameters = entry.strip().partition(";")
+        for parameter in parameters.split(";"):
+            key, _, value = parameter.strip().partition("=")
+            if key == "dur" and name:
+                stages[name] = float(value) / 1000
+    return stages
 
 
 def _error_code(response: requests.Response) -> str:
@@ -89,6 +110,15 @@ def summarise(outcomes: list[Outcome], wall: float, requests_sent: int, concurre
             errors[outcome.detail] = errors.get(outcome.detail, 0) + 1
     ok = sorted(o.seconds for o in outcomes if o.kind == "ok")
     busy = sorted(o.seconds for o in outcomes if o.kind == "busy")
+    stage_names = sorted({name for o in outcomes if o.stages for name in o.stages})
+    answered = [o for o in outcomes if o.kind == "ok" and o.stages is not None]
+    server = {
+        name: statistics.median(o.stages.get(name, 0.0) for o in answered if o.stages is not None)
+        for name in stage_names
+    }
+    if answered:
+        server["total"] = statistics.median(sum(o.stages.values()) for o in answered if o.stages is not None)
+    headers = sorted(o.headers_seconds for o in outcomes if o.kind == "ok" and o.headers_seconds is not None)
     return {
         "requests": requests_sent,
         "concurrency": concurrency,
@@ -100,6 +130,10 @@ def summarise(outcomes: list[Outcome], wall: float, requests_sent: int, concurre
             "mean": statistics.fmean(ok) if ok else None,
         },
         "latency_busy_s": {"p50": percentile(busy, 0.5), "p95": percentile(busy, 0.95)},
+        # until the headers: the job, its wait for the device and the gzip, without the download
+        "headers_ok_s": {"p50": percentile(headers, 0.5), "p95": percentile(headers, 0.95)},
+        # the pipeline's own stage medians (Server-Timing); their total excludes the wait for the device
+        "server_stages_s": {name: round(value, 5) for name, value in server.items()},
         "outcomes": counts,
         "errors": errors,
         "lost": counts["connection_failed"] + counts["timeout"],
@@ -125,6 +159,11 @@ def main() -> None:
         "wait until it is ready, run --warmup requests, measure, stop it",
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests first, one at a time (with --serve)")
+    parser.add_argument(
+        "--encoding",
+        default="gzip",
+        help="the Accept-Encoding sent (gzip, as the add-on over a network; identity: uncompressed, as on loopback)",
+    )
     args = parser.parse_args()
     if args.serve:
         with served(args.serve, args.concurrency) as (url, ready_s):
@@ -192,7 +231,7 @@ def run(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     with ThreadPoolExecutor(args.concurrency) as pool:
         outcomes = list(
             pool.map(
-                lambda _: one_request(url, body, content_type, params, args.token, args.timeout),
+                lambda _: one_request(url, body, content_type, params, args.token, args.timeout, args.encoding),
                 range(args.requests),
             )
         )
@@ -215,6 +254,8 @@ def run(args: argparse.Namespace, extra: dict[str, Any]) -> None:
             f"throughput {report['throughput_ok_per_s']:.2f} GLB/s; latency p50 {ok_latency['p50']:.2f} s, "
             f"p95 {ok_latency['p95']:.2f} s"
         )
+        stages = ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in report["server_stages_s"].items())
+        print(f"until the headers p50 {report['headers_ok_s']['p50']:.3f} s; server stage medians (ms): {stages}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from image_to_3d_dev.glb_checks import blender_import, compare_imports, realisti
 from image_to_3d_dev.paths import EXAMPLES
 from image_to_3d_dev.timing import median_ms
 from remote.extraction import Mesh
-from remote.glb import compact_mesh_to_glb, mesh_to_glb
+from remote.compact_glb import compact_mesh_to_glb
+from remote.glb import mesh_to_glb
 
 
 def draco_glb(mesh: Mesh) -> bytes:
@@ -40,7 +41,7 @@ def draco_glb(mesh: Mesh) -> bytes:
     linear; for size and decode-time comparison only)."""
     import DracoPy  # type: ignore[import-not-found]
 
-    from remote.glb import GENERATOR, MATERIAL, _glb_container, srgb_to_linear
+    from remote.glb import GENERATOR, MATERIAL, glb_container, srgb_to_linear
 
     vertices = np.ascontiguousarray(mesh.vertices[:, [1, 2, 0]])
     colours = np.rint(srgb_to_linear(np.clip(mesh.colors, 0, 1)) * 255).astype(np.uint8)
@@ -85,7 +86,7 @@ def draco_glb(mesh: Mesh) -> bytes:
         "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(encoded)}],
         "buffers": [{"byteLength": len(binary)}],
     }
-    return _glb_container(gltf, binary)
+    return glb_container(gltf, binary)
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import statistics
 import tempfile
@@ -48,6 +47,7 @@ from remote.glb import mesh_to_glb
 from remote.pipeline import GenerateOptions, Pipeline
 from remote.precision import PrecisionPolicy, policy_for
 from remote.preprocess import load_image, prepare_image
+from remote.server.transfer import encode_answer
 from remote.triposr.weights import load_model, resolve_device
 
 REFERENCE_CHUNK = 8192
@@ -105,7 +105,7 @@ def run_benchmark(args: argparse.Namespace, model_dir: Path) -> None:
     )
     result = pipeline.generate(image_path, options)
     report["vertices"], report["faces"], report["glb_bytes"] = (result.vertex_count, result.face_count, len(result.glb))
-    report["glb_gzip_bytes"] = len(gzip.compress(result.glb, 1, mtime=0))  # on the wire: the server's gzip level
+    report["glb_gzip_bytes"] = len(encode_answer(result.glb, gzip_accepted=True)[0])  # on the wire: the server's gzip
 
     if args.profile:
         import cProfile

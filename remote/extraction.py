@@ -70,6 +70,25 @@ class Mesh:
     normals: np.ndarray | None = None  # float32 (V, 3)
 
 
+@dataclass
+class Surface:
+    """The extracted mesh still on the field's device: what the compact GLB is packed from there
+    (remote/compact_glb.py) without a trip through host arrays."""
+
+    vertices: torch.Tensor  # float32 (V, 3), model space
+    faces: torch.Tensor  # integer (F, 3)
+    colors: torch.Tensor  # float32 (V, 3), sRGB 0..1
+
+    def to_host(self, normals: bool = False) -> Mesh:
+        """The same mesh as host arrays, with vertex normals if asked."""
+        return Mesh(
+            vertices=self.vertices.cpu().numpy(),
+            faces=self.faces.to(torch.int32).cpu().numpy(),
+            colors=self.colors.cpu().numpy(),
+            normals=vertex_normals(self.vertices, self.faces).cpu().numpy() if normals else None,
+        )
+
+
 def extract_mesh(
     field: Field,
     *,
@@ -85,12 +104,44 @@ def extract_mesh(
     coarse_stride: int = COARSE_STRIDE,
     band_log_margin: float = BAND_LOG_MARGIN,
 ) -> Mesh:
-    """Mesh the surface `density == threshold` on the grid over the field's cube (`field.radius`);
-    adds "extraction" and "color" seconds to `timings`.
+    """extract_surface's mesh as host arrays (the copy counted in "color"); `normals=False` skips
+    the vertex normals."""
+    surface = extract_surface(
+        field,
+        resolution=resolution,
+        threshold=threshold,
+        target_faces=target_faces,
+        method=method,
+        chunk_points=chunk_points,
+        timings=timings,
+        sync=sync,
+        check=check,
+        coarse_stride=coarse_stride,
+        band_log_margin=band_log_margin,
+    )
+    with _StageClock(timings, sync)("color"):
+        return surface.to_host(normals)
 
-    `normals=False` skips the vertex normals (the pipeline writes GLBs without them). `check` is
-    called between chunks of field queries and may raise to stop the work (a cancelled job).
-    `coarse_stride` and `band_log_margin` shape the band method (`band_density`)."""
+
+def extract_surface(
+    field: Field,
+    *,
+    resolution: int = 256,
+    threshold: float = 25.0,
+    target_faces: int | None = None,
+    method: str = "band",
+    chunk_points: int = 1 << 20,
+    timings: dict[str, float] | None = None,
+    sync: Callable[[], None] | None = None,
+    check: Callable[[], None] | None = None,
+    coarse_stride: int = COARSE_STRIDE,
+    band_log_margin: float = BAND_LOG_MARGIN,
+) -> Surface:
+    """Mesh the surface `density == threshold` on the grid over the field's cube (`field.radius`),
+    on the field's device; adds "extraction" and "color" seconds to `timings`.
+
+    `check` is called between chunks of field queries and may raise to stop the work (a cancelled
+    job). `coarse_stride` and `band_log_margin` shape the band method (`band_density`)."""
     _validate(resolution, threshold, target_faces, method)
     clock = _StageClock(timings, sync)
     radius = float(field.radius)
@@ -127,13 +178,7 @@ def extract_mesh(
     check()
     with clock("color"):
         colors = field_colors(field, vertices, chunk_points)
-        mesh = Mesh(
-            vertices=vertices.cpu().numpy(),
-            faces=faces.to(torch.int32).cpu().numpy(),
-            colors=colors.cpu().numpy(),
-            normals=vertex_normals(vertices, faces).cpu().numpy() if normals else None,
-        )
-    return mesh
+    return Surface(vertices=vertices, faces=faces, colors=colors)
 
 
 def field_colors(field: Field, points: torch.Tensor, chunk_points: int = 1 << 20) -> torch.Tensor:

@@ -239,10 +239,10 @@ def mesh_to_glb(mesh: Mesh, *, normals: bool = True) -> bytes:
 
     accessors = _position_accessors(layout, arrays["POSITION"])
     accessors[2]["normalized"] = True
-    return _glb_container(_gltf(layout, accessors, views, len(binary), MATERIAL), binary)
+    return glb_container(_gltf(layout, accessors, views, len(binary), MATERIAL), binary)
 
 
-def _glb_container(gltf: dict[str, Any], binary: np.ndarray) -> bytes:
+def glb_container(gltf: dict[str, Any], binary: np.ndarray) -> bytes:
     """The GLB file: header, JSON chunk (space-padded), BIN chunk (`binary`, already 4-byte padded)."""
     text = _padded(json.dumps(gltf, separators=(",", ":"), allow_nan=False).encode(), b" ")
     return b"".join(
@@ -297,7 +297,7 @@ def textured_mesh_to_glb(mesh: "TexturedMesh", *, normals: bool = False) -> byte
         samplers=[TEXTURE_SAMPLER],
         images=[{"name": "texture", "bufferView": len(layout), "mimeType": mesh.mime_type}],
     )
-    return _glb_container(gltf, binary)
+    return glb_container(gltf, binary)
 
 
 def _check_faces(vertices: np.ndarray, faces: np.ndarray) -> None:
@@ -310,137 +310,3 @@ def _check_faces(vertices: np.ndarray, faces: np.ndarray) -> None:
         raise ValueError("the mesh has no faces: a glTF primitive needs at least one triangle")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise ValueError(f"faces index vertices outside 0..{len(vertices) - 1}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The compact GLB (what the pipeline sends): KHR_mesh_quantization positions, colours snapped to
-# what Blender keeps. Self-contained: the functions above are unchanged.
-
-GLTF_SHORT = 5122
-KHR_MESH_QUANTIZATION = "KHR_mesh_quantization"
-POSITION_STEPS = 32767  # int16 normalised: q / 32767 in -1..1 (-32768 is never written)
-
-
-def grid_steps(resolution: int) -> int:
-    """Quantisation steps a voxel for a grid of `resolution` points a side: the largest power of
-    two that keeps the cube's half-side, (resolution - 1) / 2 voxels, within 32767 (0: none)."""
-    half = (resolution - 1) / 2
-    steps = 1
-    while half * steps * 2 <= POSITION_STEPS:
-        steps *= 2
-    return steps if resolution > 1 and half * steps <= POSITION_STEPS else 0
-
-
-def srgb_byte_linear_ushort(srgb: ArrayLike) -> np.ndarray:
-    """(V, 4) uint16 linear RGBA whose sRGB bytes are round(srgb * 255): the colour Blender keeps.
-
-    Blender's importer stores COLOR_0 as a BYTE_COLOR attribute, i.e. sRGB bytes; snapping the sRGB
-    value to its byte first changes nothing Blender shows (under half a byte step against the full
-    16-bit colour, the same rounding Blender does) and leaves at most 256 values per channel, which
-    gzip packs about as tightly as 8-bit colour. Linear 8-bit COLOR_0 would instead band the dark
-    tones (every sRGB value below 0.05 on linear byte 0 or 1)."""
-    srgb = np.clip(np.asarray(srgb, dtype=np.float32), np.float32(0.0), np.float32(1.0))
-    table = np.rint(srgb_to_linear(np.arange(256, dtype=np.float32) / np.float32(255)) * np.float32(65535))
-    table16 = table.astype(np.uint16)
-    codes = np.rint(srgb * np.float32(255)).astype(np.uint8)
-    rgba = np.empty((len(codes), 4), dtype=np.uint16)
-    for channel in range(3):
-        rgba[:, channel] = table16[codes[:, channel]]
-    rgba[:, 3] = 65535
-    return rgba
-
-
-def compact_mesh_to_glb(mesh: Mesh, grid: tuple[int, float] | None = None) -> bytes:
-    """The vertex-coloured mesh of mesh_to_glb(normals=False), smaller, for the wire.
-
-    - POSITION as normalised int16 (KHR_mesh_quantization, listed as required), 8 bytes a vertex
-      (the fourth short pads each vertex to 4 bytes, as glTF asks); the node's uniform scale and
-      translation map it back: position = translation + scale * q / 32767. With `grid`
-      (resolution, radius: the marching-cubes grid over -radius..radius) the integers are the grid
-      index times a power of two (256 steps a voxel at resolution 256, 128 at 512), centred on the
-      cube: a marching-cubes vertex lies on a grid edge, so two of its three shorts are multiples of
-      the step, which gzip packs a fifth tighter than float32 (error under 1/500 voxel). Without
-      it (or for a vertex outside the cube) the bounding box is centred and spans -32767..32767.
-    - COLOR_0 normalised 16-bit linear, snapped to sRGB bytes (`srgb_byte_linear_ushort`).
-    - uint32 indices (the mesh has more than 65,536 vertices).
-    Blender's importer reads KHR_mesh_quantization (glTF-Blender-IO 5f8d28f5, August 2020; listed
-    in v4.2.0) and puts the node's scale and translation on the object; the add-on bakes the
-    object's transform into the mesh when it places it. Sizes against mesh_to_glb: docs/api.md
-    (`benchmarks/glb_wire.py` measures them).
-    """
-    vertices = np.asarray(mesh.vertices, dtype=np.float32)
-    faces = np.asarray(mesh.faces)
-    colors = np.asarray(mesh.colors)
-    _check_faces(vertices, faces)
-    count = len(vertices)
-    if colors.shape != vertices.shape:
-        raise ValueError(f"vertices and colours must be (V, 3), got {vertices.shape} and {colors.shape}")
-    columns = [np.array(vertices[:, axis], copy=True) for axis in MODEL_TO_GLTF_AXES]  # glTF x, y, z (copies)
-    # a column at a time: numpy reduces and writes (V, 3) along axis 0 several times slower
-    low64 = np.array([float(column.min()) for column in columns])
-    high64 = np.array([float(column.max()) for column in columns])
-    if not (np.isfinite(low64).all() and np.isfinite(high64).all()):
-        raise ValueError("the mesh has non-finite vertex coordinates")
-    centre = (low64 + high64) / 2
-    scale = float((high64 - low64).max() / 2) or 1.0  # a flat or single-point mesh still gets a scale
-    if grid is not None:
-        resolution, radius = int(grid[0]), float(grid[1])
-        steps = grid_steps(resolution)
-        if steps and radius > 0 and low64.min() >= -radius * 1.0001 and high64.max() <= radius * 1.0001:
-            centre = np.zeros(3)
-            scale = 2 * radius / (resolution - 1) * POSITION_STEPS / steps
-
-    sizes = [3 * len(faces) * 4, count * 8, count * 8]  # indices, POSITION (padded), COLOR_0
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    binary = np.empty(offsets[-1], dtype=np.uint8)
-    indices = np.frombuffer(binary, "<u4", 3 * len(faces), offsets[0]).reshape(-1, 3)
-    np.copyto(indices, faces, casting="unsafe")  # checked to be in 0..V-1 by _check_faces
-    positions = np.frombuffer(binary, "<i2", count * 4, offsets[1]).reshape(count, 4)
-    factor = np.float32(POSITION_STEPS / scale)
-    for axis, column in enumerate(columns):
-        column -= np.float32(centre[axis])
-        column *= factor
-        np.rint(column, out=column)
-        np.clip(column, -POSITION_STEPS, POSITION_STEPS, out=column)
-        positions[:, axis] = column
-    positions[:, 3] = 0
-    colour = np.frombuffer(binary, "<u2", count * 4, offsets[2]).reshape(count, 4)
-    colour[:] = srgb_byte_linear_ushort(colors)
-
-    q_low = [int(positions[:, axis].min()) for axis in range(3)]
-    q_high = [int(positions[:, axis].max()) for axis in range(3)]
-    views = [
-        {"buffer": 0, "byteOffset": offsets[0], "byteLength": sizes[0], "target": GLTF_ELEMENT_ARRAY_BUFFER},
-        {"buffer": 0, "byteOffset": offsets[1], "byteLength": sizes[1], "byteStride": 8, "target": GLTF_ARRAY_BUFFER},
-        {"buffer": 0, "byteOffset": offsets[2], "byteLength": sizes[2], "target": GLTF_ARRAY_BUFFER},
-    ]
-    accessors = [
-        {"bufferView": 0, "componentType": GLTF_UNSIGNED_INT, "count": 3 * len(faces), "type": "SCALAR"},
-        # min/max are the stored integers: `normalized` does not apply to them (glTF 2.0, accessor.min)
-        {
-            "bufferView": 1,
-            "componentType": GLTF_SHORT,
-            "normalized": True,
-            "count": count,
-            "type": "VEC3",
-            "min": q_low,
-            "max": q_high,
-        },
-        {"bufferView": 2, "componentType": GLTF_UNSIGNED_SHORT, "normalized": True, "count": count, "type": "VEC4"},
-    ]
-    primitive = {"attributes": {"POSITION": 1, "COLOR_0": 2}, "indices": 0, "mode": GLTF_TRIANGLES, "material": 0}
-    node = {"name": "object", "mesh": 0, "translation": centre.tolist(), "scale": [scale, scale, scale]}
-    gltf = {
-        "asset": {"version": "2.0", "generator": GENERATOR},
-        "extensionsUsed": [KHR_MESH_QUANTIZATION],
-        "extensionsRequired": [KHR_MESH_QUANTIZATION],
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [node],
-        "meshes": [{"name": "object", "primitives": [primitive]}],
-        "materials": [MATERIAL],
-        "accessors": accessors,
-        "bufferViews": views,
-        "buffers": [{"byteLength": len(binary)}],
-    }
-    return _glb_container(gltf, binary)

@@ -25,8 +25,9 @@ from remote.errors import (
     JobCancelledError,
     NoForegroundError,
 )
-from remote.extraction import Mesh, extract_mesh
-from remote.glb import compact_mesh_to_glb, textured_mesh_to_glb
+from remote.extraction import extract_surface
+from remote.compact_glb import PackedMesh, pack_mesh, packed_to_glb
+from remote.glb import textured_mesh_to_glb
 from remote.options import GenerateOptions
 from remote.precision import FLOAT32_BAND, PrecisionPolicy, apply_policy, check_precision, policy_for
 from remote.preprocess_torch import prepare_image_tensor
@@ -239,30 +240,30 @@ class Pipeline:
         while not self._lock.acquire(timeout=LOCK_POLL_S):
             _stop_if(cancelled)
         try:
-            mesh, textured, radius = self._generate_locked(picture, options, timings, cancelled)
+            result = self._generate_locked(picture, options, timings, cancelled)
         finally:
-            # The GLB is written on the CPU from host arrays, so the next job can have the device
-            # meanwhile (the server's concurrent requests overlap this with the next job's GPU stages).
+            # The GLB's JSON and file are put together on the host, so the next job can have the
+            # device meanwhile (the server's concurrent requests overlap this with the next job's GPU stages).
             self._lock.release()
         _stop_if(cancelled)
         with self._stage(timings, "glb"):
             # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
             # extraction skips them), and the add-on shades the object smooth itself. Vertex colours
-            # go in the compact form (KHR_mesh_quantization on the marching-cubes grid, colours
-            # snapped to the sRGB bytes Blender keeps; its size: docs/api.md). A textured mesh keeps
-            # float positions (its UV seams split vertices).
-            if textured is None:
-                glb = compact_mesh_to_glb(mesh, (options.resolution, radius))
+            # go in the compact form (remote/compact_glb.py), packed on the device already. A
+            # textured mesh keeps float positions (its UV seams split vertices).
+            if isinstance(result, PackedMesh):
+                glb = packed_to_glb(result)
+                vertex_count, face_count = result.vertex_count, result.face_count
             else:
-                glb = textured_mesh_to_glb(textured)
-        vertex_count = len(mesh.vertices) if textured is None else len(textured.vertices)  # seams add copies
-        return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=len(mesh.faces), timings=timings)
+                glb = textured_mesh_to_glb(result)
+                vertex_count, face_count = len(result.vertices), len(result.faces)  # seams add vertex copies
+        return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=face_count, timings=timings)
 
     def _generate_locked(
         self, picture: PIL.Image.Image, options: GenerateOptions, timings: dict[str, float], cancelled: Cancelled
-    ) -> tuple[Mesh, TexturedMesh | None, float]:
-        """The stages that use the device: preprocessing to the colour query (and the bake), with
-        their results on the host."""
+    ) -> PackedMesh | TexturedMesh:
+        """The stages that use the device: preprocessing to the colour query, then the compact
+        GLB's arrays packed there, or the bake; their results on the host."""
         _stop_if(cancelled)
         with self._stage(timings, "preprocess"), torch.inference_mode():
             # On CUDA the crop, composite and resize run on the GPU from the uint8 picture
@@ -282,7 +283,7 @@ class Pipeline:
                     scene_code = self.scene_code(images)
                 _stop_if(cancelled)
                 field = self.field(scene_code)
-                mesh = extract_mesh(
+                surface = extract_surface(
                     field,
                     resolution=options.resolution,
                     threshold=options.threshold,
@@ -292,14 +293,19 @@ class Pipeline:
                     band_log_margin=self.policy.band_log_margin,
                     timings=timings,
                     sync=self._sync,
-                    normals=False,  # not written to the GLB, see below
                     check=lambda: _stop_if(cancelled),
                 )
-                textured = None
-                if options.texture_size and len(mesh.faces):
-                    _stop_if(cancelled)
-                    # After the decimation, so the atlas is made for the faces the GLB carries.
-                    textured = bake_texture(mesh, field, size=options.texture_size, timings=timings, sync=self._sync)
+                if len(surface.faces) == 0:  # extract_surface refuses empty surfaces; the GLB needs a face
+                    raise NoForegroundError("The model found no surface in this image; try another threshold or image.")
+                _stop_if(cancelled)
+                if not options.texture_size:
+                    with self._stage(timings, "glb"):
+                        grid = (options.resolution, field.radius)
+                        return pack_mesh(surface.vertices, surface.faces, surface.colors, grid)
+                with self._stage(timings, "color"):
+                    mesh = surface.to_host()
+                # After the decimation, so the atlas is made for the faces the GLB carries.
+                return bake_texture(mesh, field, size=options.texture_size, timings=timings, sync=self._sync)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             raise GpuOutOfMemoryError(
@@ -308,9 +314,6 @@ class Pipeline:
                 + (" or texture_size" if options.texture_size else "")
                 + " and try again."
             ) from error
-        if len(mesh.faces) == 0:  # extract_mesh refuses empty surfaces; this keeps compact_mesh_to_glb's contract
-            raise NoForegroundError("The model found no surface in this image; try another threshold or image.")
-        return mesh, textured, float(field.radius)
 
     def scene_code(self, images: torch.Tensor) -> torch.Tensor:
         """The model pass for one image (1, H, W, 3). An fp16 pass that overflowed (inf or NaN in

@@ -1,4 +1,4 @@
-"""The compact GLB (remote.glb.compact_mesh_to_glb): KHR_mesh_quantization positions and colours
+"""The compact GLB (remote.compact_glb): KHR_mesh_quantization positions and colours
 snapped to sRGB bytes, read back here with numpy and in real bpy (Blender's own glTF importer)
 against the full GLB of the same mesh: positions within half a voxel (in fact 1/500), colours
 within 1/255 of what Blender keeps from the full file."""
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from image_to_3d_dev.analytic_field import AnalyticField
 from image_to_3d_dev.glb_checks import BLENDER_IMPORT, compare_imports, realistic_mesh
@@ -19,14 +20,15 @@ from conftest import BLENDER_PYTHON
 from glb_reader import read_glb
 from remote.extraction import Mesh
 from remote.server.transfer import encode_answer
-from remote.glb import (
+from remote.compact_glb import (
     POSITION_STEPS,
     compact_mesh_to_glb,
     grid_steps,
-    mesh_to_glb,
-    srgb_byte_linear_ushort,
-    srgb_to_linear,
+    linear_ushort_table,
+    pack_mesh,
+    packed_to_glb,
 )
+from remote.glb import mesh_to_glb, srgb_to_linear
 
 
 RADIUS = AnalyticField.radius
@@ -75,9 +77,44 @@ def test_positions_colours_and_faces_read_back(mesh, grid):
 
 
 def test_snapped_colour_table_round_trips_every_byte():
-    codes = np.arange(256, dtype=np.float32)[:, None].repeat(3, axis=1) / 255
-    linear = srgb_byte_linear_ushort(codes)[:, :3] / 65535
+    codes = np.arange(256, dtype=np.float32) / 255
+    linear = linear_ushort_table() / 65535
     assert np.abs(linear - srgb_to_linear(codes)).max() <= 0.5 / 65535 + 1e-7
+
+
+def test_every_colour_byte_and_nan_reach_the_file():
+    """Each sRGB byte is stored as its table entry; NaN is black, out-of-range values are clipped."""
+    count = 259
+    vertices = torch.rand(count, 3, generator=torch.Generator().manual_seed(0))
+    colors = (torch.arange(count, dtype=torch.float64) / 255)[:, None].repeat(1, 3)  # float64 is accepted
+    colors[256], colors[257], colors[258] = float("nan"), -0.5, 7.0
+    faces = torch.tensor([[0, 1, 2], [2, 1, 258]], dtype=torch.int64)
+    _, _, stored, read_faces = _read(
+        compact_mesh_to_glb(Mesh(vertices.numpy(), faces.numpy().astype(np.uint32), colors.numpy()))
+    )
+    table = linear_ushort_table()
+    np.testing.assert_array_equal(stored[:256, :3], table[np.arange(256)][:, None].repeat(3, axis=1))
+    np.testing.assert_array_equal(stored[256:, 0], [table[0], table[0], table[255]])
+    assert (stored[:, 3] == 65535).all()
+    np.testing.assert_array_equal(read_faces, faces.numpy())
+    packed = pack_mesh(vertices, faces, colors)
+    assert (packed.vertex_count, packed.face_count, len(packed.binary)) == (count, 2, 2 * 12 + count * 16)
+
+
+@pytest.mark.parametrize(
+    "vertices, faces, colors, message",
+    [
+        (torch.zeros(3, 3, dtype=torch.float64), torch.tensor([[0, 1, 2]]), torch.zeros(3, 3), "float32"),
+        (torch.zeros(3, 3), torch.tensor([[0.0, 1.0, 2.0]]), torch.zeros(3, 3), "integers"),
+        (torch.zeros(3, 3), torch.tensor([[0, 1, 2]]), torch.zeros(2, 3), "colours"),
+        (torch.zeros(3, 3), torch.zeros((0, 3), dtype=torch.int64), torch.zeros(3, 3), "no faces"),
+        (torch.zeros(3, 3), torch.tensor([[0, 1, -1]]), torch.zeros(3, 3), "outside"),
+        (torch.full((3, 3), float("inf")), torch.tensor([[0, 1, 2]]), torch.zeros(3, 3), "non-finite"),
+    ],
+)
+def test_what_a_primitive_cannot_hold_is_refused(vertices, faces, colors, message):
+    with pytest.raises(ValueError, match=message):
+        pack_mesh(vertices, faces, colors)
 
 
 def test_edge_cases():
@@ -128,3 +165,17 @@ def test_blender_imports_it_like_the_full_glb(mesh, tmp_path):
     print(f"Blender {result['blender']}: {errors}")
     assert errors["max_distance_voxels"] < 1 / 500
     assert errors["max_colour_srgb_bytes"] <= 1.0 + 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_packing_on_the_gpu_gives_the_hosts_bytes():
+    """The pipeline packs on the GPU; the file must be the one the host writes (checked on the H200)."""
+    generator = torch.Generator().manual_seed(0)
+    vertices = torch.rand(20_000, 3, generator=generator) * 1.7 - 0.85
+    faces = torch.randint(0, 20_000, (40_000, 3), generator=generator)
+    colors = torch.rand(20_000, 3, generator=generator) * 1.2 - 0.1
+    colors[::11] = float("nan")
+    for grid in ((256, 0.87), None):
+        on_host = packed_to_glb(pack_mesh(vertices, faces, colors, grid))
+        on_gpu = packed_to_glb(pack_mesh(vertices.cuda(), faces.cuda(), colors.cuda(), grid))
+        assert on_gpu == on_host, grid

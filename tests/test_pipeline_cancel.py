@@ -87,18 +87,18 @@ def test_warm_up_tolerates_a_model_that_sees_no_surface():
 
 
 def test_the_glb_is_written_after_the_device_is_free(pipeline, monkeypatch):
-    """The GLB stage runs on the host without the device lock, so a server's next job can use the
+    """The GLB file is put together on the host without the device lock, so a server's next job can use the
     device meanwhile."""
     import remote.pipeline
 
     seen: list[bool] = []
-    write = remote.pipeline.compact_mesh_to_glb
+    write = remote.pipeline.packed_to_glb
 
     def writing(*args, **kwargs):
         seen.append(pipeline._lock.locked())
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(remote.pipeline, "compact_mesh_to_glb", writing)
+    monkeypatch.setattr(remote.pipeline, "packed_to_glb", writing)
     result = pipeline.generate(ROBOT, GenerateOptions(resolution=32))
 
     assert seen == [False] and result.glb[:4] == b"glTF" and "glb" in result.timings

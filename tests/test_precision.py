@@ -153,7 +153,7 @@ def test_the_pipeline_passes_the_policys_band_to_the_extraction(monkeypatch) -> 
         seen.update(options)
         raise _Stop
 
-    monkeypatch.setattr(remote.pipeline, "extract_mesh", spy)
+    monkeypatch.setattr(remote.pipeline, "extract_surface", spy)
     for policy in (FLOAT32_BAND, dataclasses.replace(FLOAT32_BAND, coarse_stride=2, band_log_margin=0.5)):
         pipeline = Pipeline.from_model(
             load_model(TINY_MODEL, device="cpu"), torch.device("cpu"), BackgroundRemover(), precision=policy

@@ -235,7 +235,7 @@ class Pipeline:
         options = (options or GenerateOptions()).validate()
         timings: dict[str, float] = {}
         _stop_if(cancelled)
-        with self._stage(timings, "decode"):
+        with self._stage(timings, "decode", device=False):
             picture = image if isinstance(image, PIL.Image.Image) else load_image(image, self.max_pixels)
         while not self._lock.acquire(timeout=LOCK_POLL_S):
             _stop_if(cancelled)
@@ -246,7 +246,7 @@ class Pipeline:
             # device meanwhile (the server's concurrent requests overlap this with the next job's GPU stages).
             self._lock.release()
         _stop_if(cancelled)
-        with self._stage(timings, "glb"):
+        with self._stage(timings, "glb", device=False):
             # No NORMAL: it grows the file by a fifth and needs the vertex normals computed (the
             # extraction skips them), and the add-on shades the object smooth itself. Vertex colours
             # go in the compact form (remote/compact_glb.py), packed on the device already. A
@@ -340,12 +340,16 @@ class Pipeline:
             torch.cuda.synchronize(self.device)
 
     @contextmanager
-    def _stage(self, timings: dict[str, float], name: str) -> Iterator[None]:
+    def _stage(self, timings: dict[str, float], name: str, device: bool = True) -> Iterator[None]:
+        """Add the block's wall time to `timings[name]`. A block that uses the device waits for its
+        queued work first; a host-only block (`device=False`, run without the device lock) must
+        not: it would wait for whichever job holds the device then."""
         start = time.perf_counter()
         try:
             yield
         finally:
-            self._sync()
+            if device:
+                self._sync()
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 

@@ -104,6 +104,17 @@ def test_the_glb_is_written_after_the_device_is_free(pipeline, monkeypatch):
     assert seen == [False] and result.glb[:4] == b"glTF" and "glb" in result.timings
 
 
+@pytest.mark.parametrize("texture_size", [0, 512])
+def test_only_the_job_holding_the_device_waits_for_it(pipeline, monkeypatch, texture_size):
+    """Stage timings wait for the device's queued work (a CUDA synchronize) only inside the device
+    lock: a job decoding or writing its GLB meanwhile would otherwise wait for the other job's GPU work."""
+    held: list[bool] = []
+    monkeypatch.setattr(pipeline, "_sync", lambda: held.append(pipeline._lock.locked()))
+    result = pipeline.generate(ROBOT, GenerateOptions(resolution=32, texture_size=texture_size))
+
+    assert result.glb[:4] == b"glTF" and len(held) >= 5 and all(held), held
+
+
 def test_a_missing_rembg_leaves_the_pipeline_serving_cut_outs(monkeypatch):
     """rembg that cannot be imported is 'background removal unavailable', not a dead server."""
     import sys

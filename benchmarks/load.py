@@ -11,6 +11,10 @@ Busy answers (503 busy/loading) are expected when more requests arrive than the 
 errors, connection failures and timeouts are not. Each request is one of: ok (200 and a GLB),
 busy, error (any other HTTP answer, counted by status and code), connection_failed, timeout.
 Latency percentiles are over the ok answers; throughput is ok answers per second of wall time.
+Next to the latency it reports the time until the answer's headers (the job and its gzip, without
+the download) and the server's own stage medians (its Server-Timing header), so a gap between the
+pipeline and what a client waits shows where it is. `--encoding identity` asks for no gzip, as the
+add-on does from a server on its own machine.
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ from typing import Any
 
 import requests
 
+from blender_addon.client import parse_server_timing  # the add-on's own reading of the header
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
@@ -70,24 +72,12 @@ def one_request(
         return Outcome("connection_failed", time.perf_counter() - start, type(error).__name__)
     elapsed = time.perf_counter() - start
     if response.status_code == 200 and response.content[:4] == b"glTF":
-        stages = server_timing(response.headers.get("Server-Timing", ""))
+        stages = parse_server_timing(response.headers.get("Server-Timing", ""))
         return Outcome("ok", elapsed, headers_seconds=response.elapsed.total_seconds(), stages=stages)
     code = _error_code(response)
     if response.status_code == 503 and code in ("busy", "loading"):
         return Outcome("busy", elapsed, code)
     return Outcome("error", elapsed, f"{response.status_code} {code}")
-
-
-def server_timing(header: str) -> dict[str, float]:
-    """`decode;dur=6.1, model;dur=8.0` as {"decode": 0.0061, "model": 0.008} (seconds)."""
-    stages: dict[str, float] = {}
-    for entry in header.split(","):
-        name, _, parameters = entry.strip().partition(";")
-        for parameter in parameters.split(";"):
-            key, _, value = parameter.strip().partition("=")
-            if key == "dur" and name:
-                stages[name] = float(value) / 1000
-    return stages
 
 
 def _error_code(response: requests.Response) -> str:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -89,37 +89,11 @@ class Surface:
         )
 
 
-def extract_mesh(
-    field: Field,
-    *,
-    resolution: int = 256,
-    threshold: float = 25.0,
-    target_faces: int | None = None,
-    method: str = "band",
-    chunk_points: int = 1 << 20,
-    timings: dict[str, float] | None = None,
-    sync: Callable[[], None] | None = None,
-    normals: bool = True,
-    check: Callable[[], None] | None = None,
-    coarse_stride: int = COARSE_STRIDE,
-    band_log_margin: float = BAND_LOG_MARGIN,
-) -> Mesh:
-    """extract_surface's mesh as host arrays (the copy counted in "color"); `normals=False` skips
-    the vertex normals."""
-    surface = extract_surface(
-        field,
-        resolution=resolution,
-        threshold=threshold,
-        target_faces=target_faces,
-        method=method,
-        chunk_points=chunk_points,
-        timings=timings,
-        sync=sync,
-        check=check,
-        coarse_stride=coarse_stride,
-        band_log_margin=band_log_margin,
-    )
-    with _StageClock(timings, sync)("color"):
+def extract_mesh(field: Field, *, normals: bool = True, **options: Any) -> Mesh:
+    """extract_surface(field, **options)'s mesh as host arrays, with vertex normals unless
+    `normals=False`; the copy counts in "color" when `options` carries `timings`."""
+    surface = extract_surface(field, **options)
+    with _StageClock(options.get("timings"), options.get("sync"))("color"):
         return surface.to_host(normals)
 
 

@@ -145,9 +145,11 @@ def _wait_until_up(process: subprocess.Popen[bytes], url: ServerURL, wait_ready:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{url.log_path.read_text()}")
         try:
-            answer = requests.get(url + "/v1/health", timeout=2)
+            answer = requests.get(url + "/v1/health", timeout=5)
             health = answer.json()
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Not listening yet, or busy importing in the loader thread (rembg's import holds the
+            # GIL for stretches; on a loaded CI machine a health answer once took over 2 s).
             health = None
         if health is not None:
             if answer.status_code == 200 or not wait_ready:

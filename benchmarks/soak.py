@@ -321,10 +321,10 @@ def start_server(workdir: Path, model: str, device: str) -> tuple[subprocess.Pop
         if process.poll() is not None:
             raise SystemExit(f"the server exited:\n{log_path.read_text()}")
         try:
-            if requests.get(url + "/v1/health", timeout=2).status_code == 200:
+            if requests.get(url + "/v1/health", timeout=5).status_code == 200:
                 return process, url, log_path
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or slow to answer while the model loads
         if time.monotonic() > deadline:
             process.kill()
             raise SystemExit("the server did not become ready within 300 s")

@@ -3,6 +3,10 @@ pyspng (libspng; not a dependency: `uv run --with pyspng==0.1.4 python benchmark
 on the images of image_to_3d_dev/images.py. Median ms of warm runs, one thread each, and
 whether each decoder's pixels equal Pillow's (OpenCV's in BGRA order, compared as such).
 
+"isal": the pixel data inflated by ISA-L (the server's gzip library, 2.5x zlib's inflate here) and
+re-wrapped as stored (uncompressed) deflate blocks, so Pillow only unfilters; the time includes the
+re-wrapping. It tests whether zlib's inflate inside Pillow is worth replacing.
+
     uv run python benchmarks/investigations/png_decode.py [--runs 15] [--json]
 """
 
@@ -11,10 +15,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import struct
+import zlib
 
 import cv2
 import numpy as np
 import PIL.Image
+from isal import isal_zlib
 
 from image_to_3d_dev.images import preprocess_images
 from image_to_3d_dev.timing import median_ms
@@ -36,6 +43,7 @@ def main() -> None:
         opencv, opencv_ms = median_ms(
             lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), args.runs
         )
+        isal, isal_ms = median_ms(lambda: np.asarray(PIL.Image.open(io.BytesIO(_inflated_png(data)))), args.runs)
         bgra = pillow[..., [2, 1, 0, 3]] if pillow.shape[-1] == 4 else pillow[..., ::-1]
         row = {
             "image": name,
@@ -43,6 +51,8 @@ def main() -> None:
             "pillow_ms": round(pillow_ms, 2),
             "opencv_ms": round(opencv_ms, 2),
             "opencv_same": bool(np.array_equal(bgra, opencv)),
+            "isal_ms": round(isal_ms, 2),
+            "isal_same": bool(np.array_equal(pillow, isal)),
         }
         if pyspng is not None:
             spng, spng_ms = median_ms(lambda: pyspng.load(data), args.runs)
@@ -55,8 +65,32 @@ def main() -> None:
         extra = f" pyspng {row['pyspng_ms']:8.2f} (same {row['pyspng_same']})" if "pyspng_ms" in row else ""
         print(
             f"{row['image']:26s} {'x'.join(map(str, row['shape'])):>12s} pillow {row['pillow_ms']:8.2f} "
-            f"opencv {row['opencv_ms']:8.2f} (same {row['opencv_same']}){extra}"
+            f"opencv {row['opencv_ms']:8.2f} (same {row['opencv_same']}) "
+            f"isal {row['isal_ms']:8.2f} (same {row['isal_same']}){extra}"
         )
+
+
+def _inflated_png(data: bytes) -> bytes:
+    """The same PNG with its IDAT chunks inflated by ISA-L and stored again as one uncompressed
+    zlib stream (in place of the first IDAT)."""
+    parts: list[bytes | None] = [data[:8]]
+    compressed = []
+    position = 8
+    while position < len(data):
+        (length,) = struct.unpack_from(">I", data, position)
+        kind = data[position + 4 : position + 8]
+        if kind == b"IDAT":
+            if not compressed:
+                parts.append(None)
+            compressed.append(data[position + 8 : position + 8 + length])
+        else:
+            parts.append(data[position : position + 12 + length])
+        position += 12 + length
+    stored = zlib.compress(isal_zlib.decompress(b"".join(compressed)), 0)
+    idat = (
+        struct.pack(">I", len(stored)) + b"IDAT" + stored + struct.pack(">I", zlib.crc32(stored, zlib.crc32(b"IDAT")))
+    )
+    return b"".join(idat if part is None else part for part in parts)
 
 
 if __name__ == "__main__":

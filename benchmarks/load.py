@@ -104,14 +104,11 @@ def summarise(outcomes: list[Outcome], wall: float, requests_sent: int, concurre
             errors[outcome.detail] = errors.get(outcome.detail, 0) + 1
     ok = sorted(o.seconds for o in outcomes if o.kind == "ok")
     busy = sorted(o.seconds for o in outcomes if o.kind == "busy")
-    stage_names = sorted({name for o in outcomes if o.stages for name in o.stages})
-    answered = [o for o in outcomes if o.kind == "ok" and o.stages is not None]
-    server = {
-        name: statistics.median(o.stages.get(name, 0.0) for o in answered if o.stages is not None)
-        for name in stage_names
-    }
+    answered = [o.stages for o in outcomes if o.kind == "ok" and o.stages is not None]
+    stage_names = sorted({name for stages in answered for name in stages})
+    server = {name: statistics.median(stages.get(name, 0.0) for stages in answered) for name in stage_names}
     if answered:
-        server["total"] = statistics.median(sum(o.stages.values()) for o in answered if o.stages is not None)
+        server["total"] = statistics.median(sum(stages.values()) for stages in answered)
     headers = sorted(o.headers_seconds for o in outcomes if o.kind == "ok" and o.headers_seconds is not None)
     return {
         "requests": requests_sent,

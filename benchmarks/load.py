@@ -20,6 +20,7 @@ add-on does from a server on its own machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import socket
@@ -36,9 +37,25 @@ from typing import Any
 
 import requests
 
-from blender_addon.client import parse_server_timing  # the add-on's own reading of the header
-
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _addon_client() -> Any:
+    """The add-on's own client module (its reading of Server-Timing), loaded from its file.
+
+    Importing it as `blender_addon.client` would run the package's __init__, which needs bpy; a GPU
+    host running this benchmark has no Blender. client.py itself is plain Python.
+    """
+    name = "image_to_3d_addon_client"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "blender_addon" / "client.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+parse_server_timing = _addon_client().parse_server_timing
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 

@@ -150,8 +150,12 @@ def pack_mesh(
             colour.reshape(-1).view(torch.uint8),
         ]
     )
+    # Into page-locked memory on CUDA: the copy runs at the link's speed, not through the driver's
+    # staging buffer (PyTorch's caching host allocator reuses the block for the next mesh).
+    host = torch.empty(binary.shape, dtype=torch.uint8, pin_memory=binary.is_cuda)
+    host.copy_(binary)
     return PackedMesh(
-        binary=binary.cpu().numpy(),
+        binary=host.numpy(),
         vertex_count=count,
         face_count=len(faces),
         translation=(float(centre[0]), float(centre[1]), float(centre[2])),

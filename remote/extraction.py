@@ -139,7 +139,7 @@ def extract_surface(
         index_vertices, faces = marching_cubes(volume, threshold)
         if len(faces) == 0:
             raise _no_surface_error(volume, threshold)
-        index_vertices, faces = weld(index_vertices, faces)
+        index_vertices, faces = weld(index_vertices, faces, grid_points=resolution)
         if len(faces) == 0:  # every face was a sliver that welding collapsed
             raise _no_surface_error(volume, threshold)
         vertices = (index_vertices * (2.0 * radius / (resolution - 1)) - radius).float()
@@ -286,21 +286,33 @@ def _points_at(flat: torch.Tensor, axis: torch.Tensor, resolution: int) -> torch
     return torch.stack((axis[i], axis[j], axis[k]), dim=1)
 
 
-def weld(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def weld(
+    vertices: torch.Tensor, faces: torch.Tensor, grid_points: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the copies of each marching-cubes vertex, drop faces that collapse and unused vertices.
 
     Every marching-cubes vertex lies on one grid edge (at most one coordinate is fractional), so
     the edge it lies on names it exactly: floor + ceil per axis is 2i+1 inside the edge from i to
     i+1 and 2i at a grid point. Keying on that, not on rounded positions, also merges copies that
     two cubes computed from opposite ends of the edge and that differ in the last bit.
+
+    `grid_points` (per axis, when the caller knows the grid) bounds those codes, so the key needs
+    no read-back of the largest one; the input's checks are read after the first unique, which waits
+    for the device anyway, so on the GPU they cost no synchronisation of their own.
     """
     fractional = (vertices != vertices.round()).sum(dim=1)
-    if bool((fractional > 1).any()):
-        raise ValueError("weld expects marching-cubes vertices: each on a grid edge, in index coordinates")
     codes = (vertices.floor() + vertices.ceil()).long()
-    span = int(codes.max().item()) + 1 if len(codes) else 1
+    if grid_points is not None:
+        span = 2 * grid_points - 1
+    else:
+        span = int(codes.max().item()) + 1 if len(codes) else 1
+    misfit = (fractional > 1).any()
+    if len(codes):
+        misfit = misfit | (codes.min() < 0) | (codes.max() >= span)
     keys = (codes[:, 0] * span + codes[:, 1]) * span + codes[:, 2]
     unique_keys, inverse = torch.unique(keys, return_inverse=True)
+    if bool(misfit):
+        raise ValueError("weld expects marching-cubes vertices: each on a grid edge, in index coordinates of the grid")
     merged = torch.zeros((len(unique_keys), 3), dtype=vertices.dtype, device=vertices.device)
     merged.index_copy_(0, inverse, vertices)
     faces = inverse[faces]

@@ -225,6 +225,23 @@ def test_weld_refuses_points_off_the_grid_edges():
         weld(torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([[0, 1, 2]]))
 
 
+def test_weld_with_the_grid_size_gives_the_same_mesh():
+    volume = _ball_volume(40, centre_x=0.2)
+    soup = mc.marching_cubes(volume, 0.0)
+    expected_vertices, expected_faces = weld(*soup)
+    vertices, faces = weld(*soup, grid_points=40)
+    torch.testing.assert_close(vertices, expected_vertices)
+    assert torch.equal(faces, expected_faces)
+
+
+@pytest.mark.parametrize("corner", [[39.0, 0.0, 0.5], [-1.0, 0.0, 0.5]])
+def test_weld_refuses_points_outside_the_grid_it_was_told(corner):
+    # 39 is past a 32-point grid's last index (31); a code out of range would alias another edge's key.
+    vertices = torch.tensor([corner, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="grid edge"):
+        weld(vertices, torch.tensor([[0, 1, 2]]), grid_points=32)
+
+
 class _OverflowingField(AnalyticField):
     """The analytic field with overflow (inf) deep inside and NaN far outside, as a reduced-precision MLP can give."""
 

@@ -41,10 +41,45 @@ def backend_for(volume: torch.Tensor) -> str:
 
 
 def marching_cubes(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Surface where `volume` crosses `threshold`; results on the volume's device (see module doc)."""
+    """Surface where `volume` crosses `threshold`; results on the volume's device (see module doc).
+
+    Only the box of cells that can hold the surface is meshed (`surface_box`): the cells outside it
+    give no triangle in either library, so the surface is the whole volume's, while torchmcubes'
+    candidate buffer, its slabs and their synchronisations shrink with the box (and PyMCubes'
+    copy to the host with it)."""
+    box = surface_box(volume, threshold)
+    if box is None:  # no sample reaches the threshold: nothing to mesh
+        return volume.new_zeros((0, 3)), torch.zeros((0, 3), dtype=torch.long, device=volume.device)
+    crop = volume[tuple(slice(start, stop) for start, stop in box)]
     if backend_for(volume) == "torchmcubes-cuda":
-        return _torchmcubes_cuda(volume, threshold)
-    return _pymcubes(volume, threshold)
+        vertices, faces = _torchmcubes_cuda(crop, threshold)
+    else:
+        vertices, faces = _pymcubes(crop, threshold)
+    starts = [start for start, _ in box]
+    if any(starts) and len(vertices):
+        vertices = vertices + torch.tensor(starts, dtype=vertices.dtype, device=vertices.device)
+    return vertices, faces
+
+
+def surface_box(volume: torch.Tensor, threshold: float) -> list[tuple[int, int]] | None:
+    """Per axis, the (start, stop) slice of the samples whose cells can hold the surface, or None
+    when no sample reaches `threshold`.
+
+    A cell gives triangles only when one of its corners is at or above the threshold (at or above,
+    not above: the libraries disagree on which side equality falls). Such corners lie inside the
+    bounding box of the samples >= threshold, so the cells touching that box, one sample more on
+    each side, hold the whole surface. One synchronisation, for the six numbers."""
+    size = volume.shape
+    numbers = []
+    for axis in range(3):
+        others = tuple(other for other in range(3) if other != axis)
+        reached = volume.amax(dim=others) >= threshold
+        ramp = torch.arange(size[axis], device=volume.device)
+        numbers += [torch.where(reached, ramp, size[axis]).min(), torch.where(reached, ramp, -1).max()]
+    bounds = torch.stack(numbers).tolist()
+    if bounds[1] < 0:
+        return None
+    return [(max(bounds[2 * axis] - 1, 0), min(bounds[2 * axis + 1] + 2, size[axis])) for axis in range(3)]
 
 
 def _torchmcubes_cuda(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -180,6 +180,38 @@ def test_pymcubes_convention_is_axis_ordered_and_outward():
     assert bool(((vertices != vertices.round()).sum(1) == 1).all()), "every vertex on exactly one grid edge"
 
 
+def test_meshing_the_surface_box_gives_the_whole_volumes_surface():
+    volume = _ball_volume(48, centre_x=0.35)
+    box = mc.surface_box(volume, 0.0)
+    assert box is not None and any(stop - start < 48 for start, stop in box), "the ball leaves empty samples to skip"
+    expected = weld(*mc._pymcubes(volume, 0.0))  # the whole volume, no box
+    vertices, faces = weld(*mc.marching_cubes(volume, 0.0))
+    torch.testing.assert_close(vertices, expected[0])
+    assert torch.equal(faces, expected[1])
+
+
+def test_surface_box_keeps_samples_equal_to_the_threshold():
+    # Exactly at the threshold counts as reached: the libraries differ on which side it falls.
+    volume = torch.full((12, 12, 12), -1.0)
+    volume[5:7, 5:7, 5:7] = 1.0
+    volume[9, 6, 6] = 0.0
+    assert mc.surface_box(volume, 0.0) == [(4, 11), (4, 8), (4, 8)]
+    expected = weld(*mc._pymcubes(volume, 0.0))
+    vertices, faces = weld(*mc.marching_cubes(volume, 0.0))
+    torch.testing.assert_close(vertices, expected[0])
+    assert torch.equal(faces, expected[1])
+
+
+def test_marching_cubes_without_a_crossing_is_empty():
+    below = torch.full((8, 8, 8), -1.0)
+    assert mc.surface_box(below, 0.0) is None
+    vertices, faces = mc.marching_cubes(below, 0.0)
+    assert vertices.shape == (0, 3) and faces.shape == (0, 3)
+    above = torch.ones((8, 8, 8))
+    assert mc.surface_box(above, 0.0) == [(0, 8), (0, 8), (0, 8)]
+    assert len(mc.marching_cubes(above, 0.0)[1]) == 0
+
+
 class _TorchmcubesConvention:
     """torchmcubes' CUDA output form, built from PyMCubes: vertices (dim2, dim1, dim0), three per face.
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from remote.true_span import true_span
+
 try:  # torchmcubes is optional: only CUDA builds of it are used.
     import torchmcubes as _torchmcubes  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the machine
@@ -73,9 +75,7 @@ def surface_box(volume: torch.Tensor, threshold: float) -> list[tuple[int, int]]
     numbers = []
     for axis in range(3):
         others = tuple(other for other in range(3) if other != axis)
-        reached = volume.amax(dim=others) >= threshold
-        ramp = torch.arange(size[axis], device=volume.device)
-        numbers += [torch.where(reached, ramp, size[axis]).min(), torch.where(reached, ramp, -1).max()]
+        numbers += true_span(volume.amax(dim=others) >= threshold)
     bounds = torch.stack(numbers).tolist()
     if bounds[1] < 0:
         return None

@@ -33,6 +33,7 @@ from remote.preprocess import (
     frame_bounds,
     normalise_mode,
 )
+from remote.true_span import true_span
 
 BAND_PIXELS = 1 << 22  # crop pixels composited at a time: bounds the float copies (64 MB) of a large photo
 # upstream's transparent pixel (0.5 composited and truncated to uint8 127), the float32 the CPU path uses
@@ -71,18 +72,7 @@ def alpha_bounds(alpha: torch.Tensor) -> tuple[int, int, int, int] | None:
     """First and last rows and columns with alpha > 0 (top, bottom, left, right), or None: one sync."""
     mask = alpha > 0
     rows, cols = mask.any(dim=1), mask.any(dim=0)
-    height, width = len(rows), len(cols)
-    ramp_rows = torch.arange(height, device=alpha.device)
-    ramp_cols = torch.arange(width, device=alpha.device)
-    numbers = torch.stack(
-        [
-            rows.any().long(),
-            torch.where(rows, ramp_rows, height).min(),
-            torch.where(rows, ramp_rows, -1).max(),
-            torch.where(cols, ramp_cols, width).min(),
-            torch.where(cols, ramp_cols, -1).max(),
-        ]
-    ).tolist()
+    numbers = torch.stack([rows.any().long(), *true_span(rows), *true_span(cols)]).tolist()
     if not numbers[0]:
         return None
     return numbers[1], numbers[2], numbers[3], numbers[4]

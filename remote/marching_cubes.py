@@ -72,7 +72,7 @@ def surface_box(volume: torch.Tensor, threshold: float) -> list[tuple[int, int]]
     bounding box of the samples >= threshold, so the cells touching that box, one sample more on
     each side, hold the whole surface. One synchronisation, for the six numbers."""
     size = volume.shape
-    numbers = []
+    numbers: list[torch.Tensor] = []
     for axis in range(3):
         others = tuple(other for other in range(3) if other != axis)
         numbers += true_span(volume.amax(dim=others) >= threshold)

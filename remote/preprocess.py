@@ -2,7 +2,8 @@
 
 1. `load_image`: decode PNG, JPEG or WebP (any mode, EXIF orientation applied) into 8-bit RGB or
    RGBA, refusing other formats, damaged files, and images with too many pixels (checked from the
-   header, before the pixels are decoded).
+   header, before the pixels are decoded). Plain 8-bit RGB(A) PNGs are decoded by libpng
+   (`remote/fast_png.py`), everything else by Pillow.
 2. `BackgroundRemover`: one rembg session, made on first use and shared by every call.
 3. `prepare_image`: upstream TripoSR's preprocessing, exactly: cut the object out (its own alpha,
    or rembg's cutout), crop to it, pad to a centred square where it spans `foreground_ratio` of the
@@ -27,6 +28,7 @@ import PIL.ImageOps
 import scipy.sparse  # type: ignore[import-untyped]
 
 from remote import options
+from remote.fast_png import plain_png_pixels
 from remote.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -70,6 +72,9 @@ def load_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_
         _reduce_jpeg(image, max_pixels)
         _check_pixels(image.size, max_pixels)
         with _decode_slots:
+            pixels = plain_png_pixels(data) if image.format == "PNG" else None
+            if pixels is not None:  # libpng's pixels, Pillow's for every other file (remote/fast_png.py)
+                return PIL.Image.fromarray(pixels)
             image.load()  # decode every pixel now, so a truncated file fails here
             image = PIL.ImageOps.exif_transpose(image)
             return normalise_mode(image)

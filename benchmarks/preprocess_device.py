@@ -6,7 +6,7 @@ with the largest difference between their model inputs.
 
 Images: the three example cut-outs (512² PNG), upstream's parity fixtures (97x131 to 2049x1031,
 one with soft alpha) and a 4000x3000 cut-out PNG made here. For each: PNG bytes -> `load_image`
-(Pillow decode; the same for both paths) and each path's preprocessing to the (512, 512, 3) float32
+(libpng or Pillow, `remote/fast_png.py`; the same for both paths) and each path's preprocessing to the (512, 512, 3) float32
 input on the device (the CPU path's time includes its upload, as the pipeline pays it), median ms of
 warm runs with the device synchronised. Prints a table, or one JSON line with --json.
 """

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import struct
 
-import imagecodecs  # type: ignore[import-untyped]
 import numpy as np
+from imagecodecs import png_decode  # type: ignore[import-untyped]  # by name: imagecodecs loads codecs on first use
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {2: 3, 6: 4}  # PNG colour type -> channels: 2 is RGB, 6 is RGBA
@@ -31,7 +31,7 @@ def plain_png_pixels(data: bytes) -> np.ndarray | None:
     if shape is None:
         return None
     try:
-        pixels = imagecodecs.png_decode(data)
+        pixels = png_decode(data)
     except Exception:  # libpng refused the file: Pillow decodes it again and says what is wrong
         return None
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.shape != shape:

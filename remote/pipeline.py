@@ -6,6 +6,7 @@ GLB) and times each stage, so every caller reports the same numbers and the same
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -201,8 +202,9 @@ class Pipeline:
         """On CUDA, one small generate before the first request: it compiles the model pass where
         the policy asks for it (torch.compile, checked against the eager pass), compiles the fused
         field kernel, checks it, and captures the model pass's CUDA graph (seconds the first artist would
-        otherwise wait); a 512 texture is baked too, so the texture path's kernels are loaded.
-        On the CPU there is nothing to prepare."""
+        otherwise wait); a 512 texture is baked too, so the texture path's kernels are loaded, and the
+        picture goes in as PNG bytes, so the PNG decoder is loaded too. On the CPU there is nothing
+        to prepare."""
         if self.device.type != "cuda":
             return
         if self.policy.compile_model and isinstance(self.run_model, GraphedModel):
@@ -210,10 +212,8 @@ class Pipeline:
             pixels = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
             with torch.inference_mode():
                 self.info["compiled"] = self.run_model.compile(pixels)
-        picture = PIL.Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-        picture.paste((200, 120, 60, 255), (16, 16, 48, 48))  # a cut-out square: no background removal
         try:
-            self.generate(picture, GenerateOptions(resolution=64, remove_background="never", texture_size=512))
+            self.generate(warm_up_png(), GenerateOptions(resolution=64, remove_background="never", texture_size=512))
         except NoForegroundError:
             # An untrained or unusual model may see nothing in a square (no face to export); the
             # kernels ran and the graph was captured before that, so the server can start anyway.
@@ -351,6 +351,16 @@ class Pipeline:
             if device:
                 self._sync()
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def warm_up_png() -> bytes:
+    """The warm-up's picture, a cut-out square, as PNG bytes: the warm-up decodes it as a request's
+    image is decoded (libpng's path, remote/fast_png.py), so the first request finds it loaded."""
+    picture = PIL.Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    picture.paste((200, 120, 60, 255), (16, 16, 48, 48))  # a cut-out: no background removal
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _stop_if(cancelled: Cancelled) -> None:

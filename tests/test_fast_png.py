@@ -15,6 +15,7 @@ import pytest
 from conftest import EXAMPLES
 from remote.errors import InvalidImageError
 from remote.fast_png import plain_png_pixels, plain_png_shape
+from remote.pipeline import warm_up_png
 from remote.preprocess import load_image
 from test_preprocess import disk_on, encode, png
 
@@ -65,6 +66,13 @@ def test_load_image_returns_libpngs_pixels_for_a_plain_png():
     assert image.mode == "RGBA" and image.size == (512, 512)
     assert image.format is None, "a Pillow-decoded image would keep format PNG: the fast path was not taken"
     assert np.array_equal(np.asarray(image), pillow_pixels(data))
+
+
+def test_the_warm_up_decodes_its_picture_on_libpngs_path():
+    """So the first request after start-up finds libpng loaded (the codec loads on first use)."""
+    pixels = plain_png_pixels(warm_up_png())
+    assert pixels is not None and pixels.shape == (64, 64, 4)
+    assert pixels[32, 32].tolist() == [200, 120, 60, 255] and pixels[0, 0, 3] == 0
 
 
 def exif_orientation(value: int) -> bytes:

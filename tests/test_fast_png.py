@@ -33,10 +33,18 @@ def noisy_rgba(seed: int, size=(97, 61)) -> PIL.Image.Image:
     return PIL.Image.fromarray(mixed, "RGBA")
 
 
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def after_header(data: bytes, kind: bytes, body: bytes) -> bytes:
+    """`data` with one more chunk right after IHDR (8 signature bytes + 25 of IHDR), before the pixels."""
+    return data[:33] + chunk(kind, body) + data[33:]
+
+
 def with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
     """`data` with one more chunk just before IEND (after the pixels, where Pillow's open does not look)."""
-    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return data[:-12] + chunk + data[-12:]
+    return data[:-12] + chunk(kind, body) + data[-12:]
 
 
 PLAIN = {
@@ -48,6 +56,11 @@ PLAIN = {
     "chair-cut-out": (EXAMPLES / "chair.png").read_bytes(),
 }
 PLAIN["with-text"] = with_chunk(PLAIN["rgba"], b"tEXt", b"Software\0an editor")  # text Pillow only stores
+# Colour-management chunks neither decoder applies (libpng would, if asked to): the pixels stay the file's.
+PLAIN["with-gamma"] = after_header(PLAIN["rgba"], b"gAMA", struct.pack(">I", 20000))  # gamma 0.2
+PLAIN["with-srgb"] = after_header(PLAIN["rgb"], b"sRGB", b"\x00")
+PLAIN["with-significant-bits"] = after_header(PLAIN["rgba"], b"sBIT", b"\x05\x05\x05\x05")
+PLAIN["with-background"] = after_header(PLAIN["rgb"], b"bKGD", struct.pack(">3H", 10, 20, 30))
 
 
 @pytest.mark.parametrize("name", sorted(PLAIN))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import PIL.Image
 import torch
 
@@ -26,15 +27,18 @@ from remote.errors import (
     JobCancelledError,
     NoForegroundError,
 )
+from remote import png_unfilter
 from remote.extraction import extract_surface
+from remote.fast_png import InflatedPng
 from remote.compact_glb import PackedMesh, pack_mesh, packed_to_glb
 from remote.glb import textured_mesh_to_glb
 from remote.options import GenerateOptions
 from remote.precision import FLOAT32_BAND, PrecisionPolicy, apply_policy, check_precision, policy_for
-from remote.preprocess_torch import prepare_image_tensor
+from remote.preprocess_torch import prepare_image_tensor, prepare_inflated_png_tensor
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
     BackgroundRemover,
+    load_for_device,
     load_image,
     prepare_image,
 )
@@ -112,6 +116,10 @@ class Pipeline:
         self.model = model
         self.run_model = GraphedModel(model) if policy.cuda_graph and device.type == "cuda" else model
         self.fused_field = FusedField(model) if policy.fused_field else None
+        # Plain RGBA PNGs unfiltered on the device (remote/png_unfilter.py), once its kernel has
+        # passed its check (None: not checked yet).
+        self.png_on_device = policy.png_on_device and png_unfilter.runs_on(device)
+        self._unfilter_agrees: bool | None = None
         self.device = device
         self.remover = remover
         self.max_pixels = max_pixels
@@ -212,8 +220,10 @@ class Pipeline:
             pixels = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
             with torch.inference_mode():
                 self.info["compiled"] = self.run_model.compile(pixels)
+        picture = warm_up_png()
+        load_image(picture)  # libpng's first use, for the PNGs that are not unfiltered on the device
         try:
-            self.generate(warm_up_png(), GenerateOptions(resolution=64, remove_background="never", texture_size=512))
+            self.generate(picture, GenerateOptions(resolution=64, remove_background="never", texture_size=512))
         except NoForegroundError:
             # An untrained or unusual model may see nothing in a square (no face to export); the
             # kernels ran and the graph was captured before that, so the server can start anyway.
@@ -236,7 +246,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         _stop_if(cancelled)
         with self._stage(timings, "decode", device=False):
-            picture = image if isinstance(image, PIL.Image.Image) else load_image(image, self.max_pixels)
+            picture = image if isinstance(image, PIL.Image.Image) else self._load(image, options)
         while not self._lock.acquire(timeout=LOCK_POLL_S):
             _stop_if(cancelled)
         try:
@@ -259,18 +269,43 @@ class Pipeline:
                 vertex_count, face_count = len(result.vertices), len(result.faces)  # seams add vertex copies
         return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=face_count, timings=timings)
 
+    def _load(self, image: bytes | str | Path, options: GenerateOptions) -> PIL.Image.Image | InflatedPng:
+        """The decode stage: a plain RGBA PNG only inflated where its rows are unfiltered on the
+        device (not for "always": rembg needs the pixels on the host), every other image decoded."""
+        if self.png_on_device and self._unfilter_agrees is not False and options.remove_background != "always":
+            return load_for_device(image, self.max_pixels)
+        return load_image(image, self.max_pixels)
+
+    def _device_unfilters(self) -> bool:
+        """Whether the device unfilters PNG rows: its kernel is checked on first use."""
+        if self._unfilter_agrees is None:
+            self._unfilter_agrees = png_unfilter.agrees(self.device)
+        return self._unfilter_agrees
+
     def _generate_locked(
-        self, picture: PIL.Image.Image, options: GenerateOptions, timings: dict[str, float], cancelled: Cancelled
+        self,
+        picture: PIL.Image.Image | InflatedPng,
+        options: GenerateOptions,
+        timings: dict[str, float],
+        cancelled: Cancelled,
     ) -> PackedMesh | TexturedMesh:
         """The stages that use the device: preprocessing to the colour query, then the compact
         GLB's arrays packed there, or the bake; their results on the host."""
         _stop_if(cancelled)
         with self._stage(timings, "preprocess"), torch.inference_mode():
             # On CUDA the crop, composite and resize run on the GPU from the uint8 picture
-            # (remote/preprocess_torch.py: the CPU path's input within 2e-6); on the CPU, numpy's.
-            prepare = prepare_image if self.device.type == "cpu" else partial(prepare_image_tensor, device=self.device)
+            # (remote/preprocess_torch.py: the CPU path's input within 2e-6), or from a PNG's
+            # inflated rows unfiltered there; on the CPU, numpy's.
+            if isinstance(picture, InflatedPng) and not self._device_unfilters():
+                picture = load_image(picture.data, None)  # checked for size when it was inflated
+            prepare: Callable[..., torch.Tensor | np.ndarray]
+            if isinstance(picture, InflatedPng):
+                prepare = partial(prepare_inflated_png_tensor, picture, device=self.device)
+            elif self.device.type == "cpu":
+                prepare = partial(prepare_image, picture)
+            else:
+                prepare = partial(prepare_image_tensor, picture, device=self.device)
             prepared = prepare(
-                picture,
                 remove_background=options.remove_background,
                 foreground_ratio=options.foreground_ratio,
                 remover=self.remover,

@@ -74,6 +74,9 @@ class PrecisionPolicy:
     - `tf32`: one of TF32_MODES, for the model pass (remote/triposr/model.py's
       `float32_products`); "off" in every policy the product runs, as TF32 convolutions alone
       move the surface (docs/performance.md); the others are for experiments.
+    - `png_on_device`: a plain 8-bit RGBA PNG is only inflated on the host and its rows are
+      unfiltered on the device by a Triton kernel (remote/png_unfilter.py) where it runs (CUDA, or
+      Triton's interpreter) and passed its check; else libpng decodes it on the host.
     - `coarse_stride`, `band_log_margin`: the band's coarse grid (fine voxels per coarse cell
       edge) and its width (log-density either side of the threshold); the band extraction only.
     """
@@ -86,6 +89,7 @@ class PrecisionPolicy:
     extraction: str = "dense"
     compile_model: bool = False
     tf32: str = "off"
+    png_on_device: bool = False
     coarse_stride: int = COARSE_STRIDE
     band_log_margin: float = BAND_LOG_MARGIN
 
@@ -118,6 +122,7 @@ FAST = PrecisionPolicy(
     cuda_graph=True,
     extraction="band",
     compile_model=True,
+    png_on_device=True,
 )
 
 

@@ -3,7 +3,8 @@
 1. `load_image`: decode PNG, JPEG or WebP (any mode, EXIF orientation applied) into 8-bit RGB or
    RGBA, refusing other formats, damaged files, and images with too many pixels (checked from the
    header, before the pixels are decoded). Plain 8-bit RGB(A) PNGs are decoded by libpng
-   (`remote/fast_png.py`), everything else by Pillow.
+   (`remote/fast_png.py`), everything else by Pillow. `load_for_device` stops a plain RGBA PNG
+   after inflating it, for the GPU to unfilter (remote/png_unfilter.py).
 2. `BackgroundRemover`: one rembg session, made on first use and shared by every call.
 3. `prepare_image`: upstream TripoSR's preprocessing, exactly: cut the object out (its own alpha,
    or rembg's cutout), crop to it, pad to a centred square where it spans `foreground_ratio` of the
@@ -28,7 +29,7 @@ import PIL.ImageOps
 import scipy.sparse  # type: ignore[import-untyped]
 
 from remote import options
-from remote.fast_png import plain_png_pixels
+from remote.fast_png import InflatedPng, inflate_plain_png, plain_png_pixels
 from remote.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -66,12 +67,30 @@ def load_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_
     decompression-bomb check (`PIL.Image.MAX_IMAGE_PIXELS`) stays on as a second guard. At most
     DECODE_SLOTS images are decoded at once, which bounds the decoding memory of a busy server.
     """
+    return cast(PIL.Image.Image, _load(source, max_pixels, inflate_only=False))
+
+
+def load_for_device(
+    source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> PIL.Image.Image | InflatedPng:
+    """`load_image`, except that a plain 8-bit RGBA PNG (remote/fast_png.py) is only inflated: its
+    rows are unfiltered on the GPU (remote/png_unfilter.py, `prepare_inflated_png_tensor`). Same
+    checks, same errors: a stream that does not inflate cleanly is decoded by Pillow, which says
+    what is wrong with it."""
+    return _load(source, max_pixels, inflate_only=True)
+
+
+def _load(source: bytes | str | Path, max_pixels: int | None, inflate_only: bool) -> PIL.Image.Image | InflatedPng:
     data = _read(source)
     try:
         image: PIL.Image.Image = PIL.Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         _reduce_jpeg(image, max_pixels)
         _check_pixels(image.size, max_pixels)
         with _decode_slots:
+            if inflate_only and image.format == "PNG" and image.mode == "RGBA":
+                inflated = inflate_plain_png(data)
+                if inflated is not None:
+                    return inflated
             pixels = plain_png_pixels(data) if image.format == "PNG" else None
             if pixels is not None:  # libpng's pixels, Pillow's for every other file (remote/fast_png.py)
                 return PIL.Image.fromarray(pixels)

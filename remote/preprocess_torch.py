@@ -12,6 +12,10 @@ and columns) as two matrix products, a band of 4M pixels at a time (so a 16 MP p
 need a gigabyte of float copies on the GPU). The products run in float32 with TF32 off (the CPU path
 accumulates in float64): the input matches the CPU path's to about 1e-6 (tests/test_preprocess_torch.py).
 Background removal, when needed, stays rembg's on the CPU (`_cut_out`), as upstream.
+
+`prepare_inflated_png_tensor` starts one step earlier, from a plain RGBA PNG's inflated rows
+(remote/fast_png.py): they are uploaded as stored and unfiltered on the device
+(remote/png_unfilter.py), so the host only inflates.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from remote.fast_png import InflatedPng
+from remote.png_unfilter import unfilter
 from remote.preprocess import (
     MODEL_INPUT_SIDE,
     BackgroundRemover,
@@ -31,6 +37,7 @@ from remote.preprocess import (
     _cut_out,
     antialias_weights,
     frame_bounds,
+    load_image,
     normalise_mode,
 )
 from remote.true_span import true_span
@@ -52,10 +59,45 @@ def prepare_image_tensor(
     """`prepare_image`'s float32 (size, size, 3) model input, computed on `device` (same options)."""
     _check_options(remove_background, foreground_ratio)
     cut = _cut_out(normalise_mode(image), remove_background, remover)
-    with warnings.catch_warnings():  # Pillow's array is read-only; it is only read here
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        rgba = torch.from_numpy(np.asarray(cut)).to(device, non_blocking=True)
+    rgba = _upload(np.asarray(cut), device)
     return prepare_rgba_tensor(rgba, foreground_ratio=foreground_ratio, size=size)
+
+
+def prepare_inflated_png_tensor(
+    png: InflatedPng,
+    *,
+    device: torch.device | str,
+    remove_background: str = "auto",
+    foreground_ratio: float = 0.85,
+    remover: BackgroundRemover | None = None,
+    size: int = MODEL_INPUT_SIDE,
+) -> torch.Tensor:
+    """`prepare_image_tensor` for a plain RGBA PNG's inflated rows (`load_for_device`): the rows
+    are unfiltered on `device` (remote/png_unfilter.py), then cropped, composited and resized as
+    above. A picture that needs rembg ("always", or "auto" with every alpha 255) is brought back
+    to the host for it."""
+    _check_options(remove_background, foreground_ratio)
+    host = functools.partial(
+        prepare_image_tensor,
+        device=device,
+        remove_background=remove_background,
+        foreground_ratio=foreground_ratio,
+        remover=remover,
+        size=size,
+    )
+    if remove_background == "always":
+        return host(load_image(png.data, None))
+    rgba = unfilter(_upload(png.scanlines, device), png.channels)
+    lowest, bounds = alpha_extent(rgba[:, :, 3])
+    if remove_background == "auto" and lowest == 255:  # opaque: not cut out yet
+        return host(PIL.Image.fromarray(rgba.cpu().numpy()))
+    return resize_framed_tensor(rgba, frame_bounds(bounds, foreground_ratio), size)
+
+
+def _upload(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    with warnings.catch_warnings():  # Pillow's and the inflated rows' arrays are read-only; only read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array).to(device, non_blocking=True)
 
 
 def prepare_rgba_tensor(
@@ -70,12 +112,17 @@ def prepare_rgba_tensor(
 
 def alpha_bounds(alpha: torch.Tensor) -> tuple[int, int, int, int] | None:
     """First and last rows and columns with alpha > 0 (top, bottom, left, right), or None: one sync."""
+    return alpha_extent(alpha)[1]
+
+
+def alpha_extent(alpha: torch.Tensor) -> tuple[int, tuple[int, int, int, int] | None]:
+    """The lowest alpha and `alpha_bounds`, read back together: one sync."""
     mask = alpha > 0
     rows, cols = mask.any(dim=1), mask.any(dim=0)
-    numbers = torch.stack([rows.any().long(), *true_span(rows), *true_span(cols)]).tolist()
-    if not numbers[0]:
-        return None
-    return numbers[1], numbers[2], numbers[3], numbers[4]
+    numbers = torch.stack([alpha.min().long(), rows.any().long(), *true_span(rows), *true_span(cols)]).tolist()
+    if not numbers[1]:
+        return numbers[0], None
+    return numbers[0], (numbers[2], numbers[3], numbers[4], numbers[5])
 
 
 @functools.lru_cache(maxsize=64)

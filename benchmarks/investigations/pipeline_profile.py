@@ -1,13 +1,15 @@
 """Where a warm request's time goes on CUDA, host side included, and what the first request costs.
 
     uv run python benchmarks/investigations/pipeline_profile.py --fitted-scene --model-dir DIR \
-        [--resolution 256] [--runs 20] [--trace DIR]
+        [--resolution 256] [--runs 20] [--trace DIR] [--compare-png-on-host] [--no-profile]
 
 Loads the pipeline from a published-format folder (made with full-size random weights, fitted to
 the analytic shape with --fitted-scene, and kept in --model-dir for the next run), runs its
 warm-up as the server does before "ready", then times the first request and warm requests (stage
 medians), and profiles a few warm requests with torch.profiler: host time per op (where the
 synchronisations show) and device time per kernel. With --trace, a Chrome trace of one request.
+--compare-png-on-host alternates warm requests with the PNG's rows unfiltered on the GPU
+(remote/png_unfilter.py) and decoded by libpng on the host, on the same pipeline, and reports both.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--trace", default=None)
+    parser.add_argument("--compare-png-on-host", action="store_true")
+    parser.add_argument("--no-profile", action="store_true", help="skip torch.profiler's tables")
     args = parser.parse_args()
     device = torch.device("cuda")
     folder = Path(args.model_dir)
@@ -73,7 +77,12 @@ def main() -> None:
     report["warm_stages_ms"] = {k: statistics.median(v) for k, v in stages.items()}
     result = pipeline.generate(data, options)
     report["faces"], report["glb_bytes"] = result.face_count, len(result.glb)
+    if args.compare_png_on_host:
+        report["png_on_device_vs_host"] = _compare_png_paths(pipeline, request, data, options, args.runs)
+        report["faces_png_on_host"] = report["png_on_device_vs_host"].pop("faces_on_host")
     print(json.dumps(report), flush=True)
+    if args.no_profile:
+        return
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -91,6 +100,27 @@ def main() -> None:
             pipeline.generate(data, options)
         one.export_chrome_trace(f"{args.trace}/pipeline_trace.json")
     print(json.dumps(report))
+
+
+def _compare_png_paths(pipeline: Pipeline, request, data: bytes, options: GenerateOptions, runs: int) -> dict:
+    """Warm medians (total and stages, ms) with the PNG's rows unfiltered on the device and on the
+    host, requests alternating between the two on one pipeline."""
+    kept = pipeline.png_on_device
+    samples: dict[bool, list[tuple[float, dict[str, float]]]] = {True: [], False: []}
+    for index in range(2 * runs):
+        pipeline.png_on_device = index % 2 == 0
+        samples[pipeline.png_on_device].append(request())
+    pipeline.png_on_device = False
+    faces_on_host = pipeline.generate(data, options).face_count
+    pipeline.png_on_device = kept
+    summary: dict = {"faces_on_host": faces_on_host}
+    for on_device, runs_of in samples.items():
+        stages = {name: statistics.median(t[name] * 1000 for _, t in runs_of) for name in runs_of[0][1]}
+        summary["device" if on_device else "host"] = {
+            "total_ms": statistics.median(total for total, _ in runs_of),
+            "stages_ms": stages,
+        }
+    return summary
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from remote.compact_glb import PackedMesh, pack_mesh, packed_to_glb
 from remote.glb import textured_mesh_to_glb
 from remote.options import GenerateOptions
 from remote.precision import FLOAT32_BAND, PrecisionPolicy, apply_policy, check_precision, policy_for
-from remote.preprocess_torch import prepare_image_tensor, prepare_inflated_png_tensor
+from remote.preprocess_torch import DevicePng, prepare_image_tensor, prepare_inflated_png_tensor, unfilter_png
 from remote.preprocess import (
     DEFAULT_MAX_PIXELS,
     BackgroundRemover,
@@ -53,6 +53,10 @@ TEXTURE_STAGES = ("unwrap", "rasterise", "texture_color", "dilate", "encode")
 logger = logging.getLogger(__name__)
 
 LOCK_POLL_S = 0.05  # how often a job waiting for the device looks whether its client is still there
+# A PNG up to this many pixels is unfiltered on a stream of its own in the decode stage, outside the
+# device's lock (its 4 bytes a pixel then wait on the GPU for the lock: at most 16 MB a job); a
+# larger one is unfiltered in the preprocess stage, under the lock.
+ASIDE_PIXELS = 4_194_304
 
 Cancelled = Callable[[], bool]  # True once the job's client has gone away
 
@@ -120,6 +124,8 @@ class Pipeline:
         # passed its check (None: not checked yet).
         self.png_on_device = policy.png_on_device and png_unfilter.runs_on(device)
         self._unfilter_agrees: bool | None = None
+        self.aside_pixels = ASIDE_PIXELS  # 0: always under the lock (benchmarks compare the two)
+        self._aside: torch.cuda.Stream | None = None  # the decode stage's stream, made on first use
         self.device = device
         self.remover = remover
         self.max_pixels = max_pixels
@@ -269,12 +275,34 @@ class Pipeline:
                 vertex_count, face_count = len(result.vertices), len(result.faces)  # seams add vertex copies
         return GenerateResult(glb=glb, vertex_count=vertex_count, face_count=face_count, timings=timings)
 
-    def _load(self, image: bytes | str | Path, options: GenerateOptions) -> PIL.Image.Image | InflatedPng:
+    def _load(self, image: bytes | str | Path, options: GenerateOptions) -> PIL.Image.Image | InflatedPng | DevicePng:
         """The decode stage: a plain RGBA PNG only inflated where its rows are unfiltered on the
-        device (not for "always": rembg needs the pixels on the host), every other image decoded."""
-        if self.png_on_device and self._unfilter_agrees is not False and options.remove_background != "always":
-            return load_for_device(image, self.max_pixels)
-        return load_image(image, self.max_pixels)
+        device (not for "always": rembg needs the pixels on the host), every other image decoded.
+        On CUDA an inflated PNG of up to `aside_pixels` is unfiltered here, on a stream of its own
+        (`_unfilter_aside`), so the next job's decode overlaps the current job's device stages as
+        the host decoders' did."""
+        if not (self.png_on_device and self._unfilter_agrees is not False and options.remove_background != "always"):
+            return load_image(image, self.max_pixels)
+        picture = load_for_device(image, self.max_pixels)
+        if (
+            isinstance(picture, InflatedPng)
+            and self.device.type == "cuda"
+            and picture.size[0] * picture.size[1] <= self.aside_pixels
+            and self._device_unfilters()
+        ):
+            return self._unfilter_aside(picture)
+        return picture
+
+    def _unfilter_aside(self, png: InflatedPng) -> DevicePng:
+        """Unfilter on the decode stage's own CUDA stream and wait for it in this thread only."""
+        if self._aside is None:
+            self._aside = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._aside):
+            unfiltered = unfilter_png(png, self.device)
+            done = torch.cuda.Event()
+            done.record()
+        done.synchronize()
+        return unfiltered
 
     def _device_unfilters(self) -> bool:
         """Whether the device unfilters PNG rows: its kernel is checked on first use."""
@@ -284,7 +312,7 @@ class Pipeline:
 
     def _generate_locked(
         self,
-        picture: PIL.Image.Image | InflatedPng,
+        picture: PIL.Image.Image | InflatedPng | DevicePng,
         options: GenerateOptions,
         timings: dict[str, float],
         cancelled: Cancelled,
@@ -298,8 +326,12 @@ class Pipeline:
             # inflated rows unfiltered there; on the CPU, numpy's.
             if isinstance(picture, InflatedPng) and not self._device_unfilters():
                 picture = load_image(picture.data, None)  # checked for size when it was inflated
+            if isinstance(picture, DevicePng) and picture.rgba.is_cuda:
+                # Made on the decode stage's stream: its memory must not go back to that stream's
+                # pool while this stream still reads it.
+                picture.rgba.record_stream(torch.cuda.current_stream(self.device))
             prepare: Callable[..., torch.Tensor | np.ndarray]
-            if isinstance(picture, InflatedPng):
+            if isinstance(picture, (InflatedPng, DevicePng)):
                 prepare = partial(prepare_inflated_png_tensor, picture, device=self.device)
             elif self.device.type == "cpu":
                 prepare = partial(prepare_image, picture)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
@@ -63,8 +64,22 @@ def prepare_image_tensor(
     return prepare_rgba_tensor(rgba, foreground_ratio=foreground_ratio, size=size)
 
 
+@dataclass(frozen=True)
+class DevicePng:
+    """A plain RGBA PNG's pixels already unfiltered on the device (`unfilter_png`), with its file
+    for the host's path (rembg)."""
+
+    data: bytes
+    rgba: torch.Tensor  # uint8 (height, width, 4)
+
+
+def unfilter_png(png: InflatedPng, device: torch.device | str) -> DevicePng:
+    """Upload a PNG's inflated rows as stored and unfilter them on `device` (remote/png_unfilter.py)."""
+    return DevicePng(png.data, unfilter(_upload(png.scanlines, device), png.channels))
+
+
 def prepare_inflated_png_tensor(
-    png: InflatedPng,
+    png: InflatedPng | DevicePng,
     *,
     device: torch.device | str,
     remove_background: str = "auto",
@@ -73,8 +88,8 @@ def prepare_inflated_png_tensor(
     size: int = MODEL_INPUT_SIDE,
 ) -> torch.Tensor:
     """`prepare_image_tensor` for a plain RGBA PNG's inflated rows (`load_for_device`): the rows
-    are unfiltered on `device` (remote/png_unfilter.py), then cropped, composited and resized as
-    above. A picture that needs rembg ("always", or "auto" with every alpha 255) is brought back
+    are unfiltered on `device` (remote/png_unfilter.py) unless that is done already (a DevicePng),
+    then cropped, composited and resized as above. A picture that needs rembg ("always", or "auto" with every alpha 255) is brought back
     to the host for it."""
     _check_options(remove_background, foreground_ratio)
     host = functools.partial(
@@ -87,7 +102,7 @@ def prepare_inflated_png_tensor(
     )
     if remove_background == "always":
         return host(load_image(png.data, None))
-    rgba = unfilter(_upload(png.scanlines, device), png.channels)
+    rgba = (png if isinstance(png, DevicePng) else unfilter_png(png, device)).rgba
     lowest, bounds = alpha_extent(rgba[:, :, 3])
     if remove_background == "auto" and lowest == 255:  # opaque: not cut out yet
         return host(PIL.Image.fromarray(rgba.cpu().numpy()))

@@ -22,7 +22,7 @@ from remote.options import GenerateOptions
 from remote.pipeline import Pipeline
 from remote.precision import FLOAT32_BAND
 from remote.preprocess import BackgroundRemover, load_for_device, load_image, prepare_image
-from remote.preprocess_torch import prepare_inflated_png_tensor
+from remote.preprocess_torch import prepare_inflated_png_tensor, unfilter_png
 from remote.triposr.weights import load_model
 
 
@@ -60,6 +60,9 @@ def main() -> None:
     expected = prepare_image(load_image(data), remove_background="never", foreground_ratio=0.7)
     got = prepare_inflated_png_tensor(inflated, device="cpu", remove_background="never", foreground_ratio=0.7)
     report["input_difference"] = float(np.abs(got.numpy() - expected).max())
+    unfiltered = unfilter_png(inflated, "cpu")  # as the decode stage does on CUDA, outside the lock
+    again = prepare_inflated_png_tensor(unfiltered, device="cpu", remove_background="never", foreground_ratio=0.7)
+    report["unfiltered_first_same"] = bool(torch.equal(again, got))
 
     remover = BackgroundRemover(build_tiny_u2net(Path(sys.argv[1]) / "tiny_u2net.onnx"))
     opaque = small_png((24, 20), opaque=True)

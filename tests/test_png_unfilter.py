@@ -17,8 +17,14 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, TINY_MODEL
 from remote import png_unfilter
+from remote.options import GenerateOptions
+from remote.pipeline import Pipeline
+from remote.precision import FLOAT32_BAND
+from remote.preprocess import BackgroundRemover
+from remote.preprocess_torch import DevicePng
+from remote.triposr.weights import load_model
 from remote.errors import ImageTooLargeError, InvalidImageError
 from remote.fast_png import InflatedPng, inflate_plain_png, plain_png_pixels
 from remote.preprocess import load_for_device, load_image
@@ -121,7 +127,7 @@ def test_the_kernel_under_the_interpreter(tmp_path):
     assert all(report["rows"].values()), report["rows"]  # every filter type, RGB and RGBA, across blocks
     assert report["agrees"] is True
     assert report["file_same_as_libpng"] and len(report["file_filters"]) >= 3, report
-    assert report["input_difference"] < 2e-6
+    assert report["input_difference"] < 2e-6 and report["unfiltered_first_same"]
     assert report["opaque_auto"]["rembg_calls"] == 1 and report["opaque_auto"]["difference"] < 2e-6
     pipeline = report["pipeline"]
     assert pipeline["checked"] is True and pipeline["faces"][0] == pipeline["faces"][1] > 0 and pipeline["same_glb"]
@@ -137,3 +143,31 @@ def test_on_cuda_the_pixels_are_libpngs(name):
     assert png_unfilter.agrees(torch.device("cuda"))
     for rows in (png_unfilter.ROWS, 64):
         assert np.array_equal(png_unfilter.unfilter(scanlines, 4, rows=rows).cpu().numpy(), plain_png_pixels(data))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and png_unfilter.available()), reason="needs CUDA and Triton")
+def test_on_cuda_the_decode_stage_unfilters_aside_and_the_glb_is_libpngs_paths():
+    """The decode stage unfilters on its own stream (outside the device's lock); the preprocess
+    stage then reads those pixels on its stream: the GLB equals the host decode's."""
+    import dataclasses
+
+    policy = dataclasses.replace(FLOAT32_BAND, png_on_device=True)
+    model = load_model(TINY_MODEL, device="cuda")
+    pipeline = Pipeline.from_model(model, torch.device("cuda"), BackgroundRemover(), precision=policy)
+    data = (EXAMPLES / "chair.png").read_bytes()
+    options = GenerateOptions(resolution=32, threshold=50, remove_background="never")
+    decoded = pipeline._load(data, options)
+    assert isinstance(decoded, DevicePng) and decoded.rgba.is_cuda
+    assert np.array_equal(decoded.rgba.cpu().numpy(), plain_png_pixels(data))
+
+    def mesh() -> tuple[int, int, int]:  # the GPU's marching cubes may order its output differently run to run
+        result = pipeline.generate(data, options)
+        return result.vertex_count, result.face_count, len(result.glb)
+
+    aside = [mesh() for _ in range(3)]
+    pipeline.aside_pixels = 0  # unfiltered under the lock instead
+    assert isinstance(pipeline._load(data, options), InflatedPng)
+    locked = mesh()
+    pipeline.png_on_device = False
+    host = mesh()
+    assert aside == [host] * 3 and locked == host and host[1] > 0

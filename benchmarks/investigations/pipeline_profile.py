@@ -8,8 +8,9 @@ the analytic shape with --fitted-scene, and kept in --model-dir for the next run
 warm-up as the server does before "ready", then times the first request and warm requests (stage
 medians), and profiles a few warm requests with torch.profiler: host time per op (where the
 synchronisations show) and device time per kernel. With --trace, a Chrome trace of one request.
---compare-png-on-host alternates warm requests with the PNG's rows unfiltered on the GPU
-(remote/png_unfilter.py) and decoded by libpng on the host, on the same pipeline, and reports both.
+--compare-png-on-host takes warm requests in turn through the three ways of decoding a plain RGBA
+PNG (rows unfiltered on the GPU in the decode stage on a stream of their own, or under the device's
+lock; remote/png_unfilter.py; or decoded by libpng on the host), on one pipeline, and reports each.
 """
 
 from __future__ import annotations
@@ -103,23 +104,22 @@ def main() -> None:
 
 
 def _compare_png_paths(pipeline: Pipeline, request, data: bytes, options: GenerateOptions, runs: int) -> dict:
-    """Warm medians (total and stages, ms) with the PNG's rows unfiltered on the device and on the
-    host, requests alternating between the two on one pipeline."""
-    kept = pipeline.png_on_device
-    samples: dict[bool, list[tuple[float, dict[str, float]]]] = {True: [], False: []}
-    for index in range(2 * runs):
-        pipeline.png_on_device = index % 2 == 0
-        samples[pipeline.png_on_device].append(request())
-    pipeline.png_on_device = False
-    faces_on_host = pipeline.generate(data, options).face_count
-    pipeline.png_on_device = kept
-    summary: dict = {"faces_on_host": faces_on_host}
-    for on_device, runs_of in samples.items():
+    """Warm medians (total and stages, ms) with the PNG's rows unfiltered on the device in the decode
+    stage on its own stream ("aside"), in the preprocess stage under the lock ("locked"), and decoded
+    by libpng on the host ("host"), requests taking the three paths in turn on one pipeline."""
+    kept = pipeline.png_on_device, pipeline.aside_pixels
+    modes = {"aside": (True, kept[1]), "locked": (True, 0), "host": (False, kept[1])}
+    samples: dict[str, list[tuple[float, dict[str, float]]]] = {mode: [] for mode in modes}
+    for _ in range(runs):
+        for mode, (on_device, aside_pixels) in modes.items():
+            pipeline.png_on_device, pipeline.aside_pixels = on_device, aside_pixels
+            samples[mode].append(request())
+    pipeline.png_on_device, pipeline.aside_pixels = False, kept[1]
+    summary: dict = {"faces_on_host": pipeline.generate(data, options).face_count}
+    pipeline.png_on_device, pipeline.aside_pixels = kept
+    for mode, runs_of in samples.items():
         stages = {name: statistics.median(t[name] * 1000 for _, t in runs_of) for name in runs_of[0][1]}
-        summary["device" if on_device else "host"] = {
-            "total_ms": statistics.median(total for total, _ in runs_of),
-            "stages_ms": stages,
-        }
+        summary[mode] = {"total_ms": statistics.median(total for total, _ in runs_of), "stages_ms": stages}
     return summary
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import numpy as np
 import torch
 
 from image_to_3d_dev.images import preprocess_images
-from image_to_3d_dev.timing import device_sync, median_ms
+from image_to_3d_dev.timing import device_sync, event_ms, median_ms
 from remote import png_unfilter
 from remote.fast_png import inflate_plain_png, plain_png_pixels
 
@@ -53,7 +52,7 @@ def main() -> None:
             png_unfilter.NUM_WARPS = warps
             pixels = png_unfilter.unfilter(scanlines, inflated.channels, rows=lanes)
             row[f"unfilter_{lanes}x{warps}_ms"] = round(
-                _event_ms(lambda: png_unfilter.unfilter(scanlines, inflated.channels, rows=lanes), args.runs), 3
+                event_ms(lambda: png_unfilter.unfilter(scanlines, inflated.channels, rows=lanes), args.runs), 3
             )
             row[f"same_{lanes}x{warps}"] = bool(np.array_equal(pixels.cpu().numpy(), expected))
         rows.append(row)
@@ -64,19 +63,6 @@ def main() -> None:
     print(json.dumps({"device": torch.cuda.get_device_name(device), "self_check": checked}))
     for row in rows:
         print(json.dumps(row))
-
-
-def _event_ms(work, runs: int) -> float:
-    """Median GPU time of `work` between two CUDA events."""
-    times = []
-    for _ in range(runs + 1):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        work()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times[1:])
 
 
 if __name__ == "__main__":

@@ -89,8 +89,8 @@ def prepare_inflated_png_tensor(
 ) -> torch.Tensor:
     """`prepare_image_tensor` for a plain RGBA PNG's inflated rows (`load_for_device`): the rows
     are unfiltered on `device` (remote/png_unfilter.py) unless that is done already (a DevicePng),
-    then cropped, composited and resized as above. A picture that needs rembg ("always", or "auto" with every alpha 255) is brought back
-    to the host for it."""
+    then cropped, composited and resized as above. A picture that needs rembg ("always", or
+    "auto" with every alpha 255) is brought back to the host for it."""
     _check_options(remove_background, foreground_ratio)
     host = functools.partial(
         prepare_image_tensor,

@@ -28,25 +28,10 @@ from contextlib import nullcontext
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from image_to_3d_dev.timing import event_ms
 from remote.precision import FAST, apply_policy
 from remote.triposr.cuda_graph import GraphedModel
 from remote.triposr.weights import build_random_model
-
-
-def event_ms(function: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    """Median device time of `function` in ms (CUDA events, synchronised after each run)."""
-    for _ in range(warmup):
-        function()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        function()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def wall_ms(function: Callable[[], object], runs: int, warmup: int = 3) -> float:

@@ -47,6 +47,22 @@ def median_ms(
     return result, seconds * 1000
 
 
+def event_ms(function: Callable[[], object], runs: int, warmup: int = 3) -> float:
+    """Median device time of `function` in ms between two CUDA events (synchronised after each run)."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
 def free(device: torch.device) -> None:
     """Drop what the last run left (Python garbage, PyTorch's cached GPU blocks)."""
     gc.collect()

@@ -293,15 +293,20 @@ class Pipeline:
             return self._unfilter_aside(picture)
         return picture
 
-    def _unfilter_aside(self, png: InflatedPng) -> DevicePng:
-        """Unfilter on the decode stage's own CUDA stream and wait for it in this thread only."""
+    def _unfilter_aside(self, png: InflatedPng) -> DevicePng | InflatedPng:
+        """Unfilter on the decode stage's own CUDA stream and wait for it in this thread only. When
+        the job holding the device has left no room for the pixels, the PNG is unfiltered under
+        the lock instead, once that job's memory is free again."""
         if self._aside is None:
             self._aside = torch.cuda.Stream(self.device)
-        with torch.cuda.stream(self._aside):
-            unfiltered = unfilter_png(png, self.device)
-            done = torch.cuda.Event()
-            done.record()
-        done.synchronize()
+        try:
+            with torch.cuda.stream(self._aside):
+                unfiltered = unfilter_png(png, self.device)
+                done = torch.cuda.Event()
+                done.record()
+            done.synchronize()
+        except torch.cuda.OutOfMemoryError:
+            return png
         return unfiltered
 
     def _device_unfilters(self) -> bool:
